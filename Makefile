@@ -1,0 +1,32 @@
+# The two commands of the README. Each creates the virtual environment on first use.
+#   make run    run the workflow on the embedded default configuration
+#   make test   run the test suite
+PYTHON ?= python3.11
+VENV ?= .venv
+CONFIG ?= config/config.yaml
+CORES ?= all
+BIN := $(abspath $(VENV))/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: run test env dry-run clean-results
+
+env: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	# torch first, pinned: on a CPU machine 2.13.0 is the CPU build; an unpinned torch pulls CUDA.
+	$(BIN)/python -m pip install --quiet torch==2.13.0
+	$(BIN)/python -m pip install --quiet -e '.[test]'
+	# matbench 0.6 pins matminer 0.7.4 and scipy 1.7.3, which do not install on Python 3.11.
+	$(BIN)/python -m pip install --quiet --no-deps matbench==0.6
+	touch $(STAMP)
+
+run: $(STAMP)
+	PATH="$(BIN):$$PATH" $(BIN)/snakemake --profile workflow/profiles/local --configfile $(CONFIG) --cores $(CORES)
+
+dry-run: $(STAMP)
+	PATH="$(BIN):$$PATH" $(BIN)/snakemake --profile workflow/profiles/local --configfile $(CONFIG) --dry-run
+
+test: $(STAMP)
+	PATH="$(BIN):$$PATH" $(BIN)/python -m pytest $(PYTEST_ARGS)

@@ -1,0 +1,63 @@
+"""Load and validate the workflow configuration against ``workflow/schemas/config.schema.yaml``.
+
+Errors name the offending key by its path (``datasets.mp.split.seed``) so a typo is found at
+start-up, not hours into a run.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import yaml
+
+SCHEMA_PATH = Path(__file__).resolve().parent.parent / "workflow" / "schemas" / "config.schema.yaml"
+
+
+class ConfigError(ValueError):
+    """The configuration does not match the schema."""
+
+
+def _key_path(error: jsonschema.ValidationError) -> str:
+    return ".".join(str(part) for part in error.absolute_path) or "<top level>"
+
+
+def _describe(error: jsonschema.ValidationError) -> str:
+    if error.validator == "oneOf" and error.context:
+        # report the alternative whose discriminating constant ("kind") matched
+        by_alternative: dict[int, list[jsonschema.ValidationError]] = {}
+        for sub in error.context:
+            by_alternative.setdefault(sub.relative_schema_path[0], []).append(sub)
+        matching = [errs for errs in by_alternative.values() if not any(e.validator == "const" for e in errs)]
+        if matching:
+            return "; ".join(_describe(e) for e in matching[0])
+    return f"config key '{_key_path(error)}': {error.message}"
+
+
+def load_schema() -> dict[str, Any]:
+    """The configuration schema."""
+    return yaml.safe_load(SCHEMA_PATH.read_text(encoding="utf-8"))
+
+
+def validate_config(config: dict[str, Any]) -> dict[str, Any]:
+    """Return ``config`` unchanged if it matches the schema; otherwise raise :class:`ConfigError`
+    listing every problem with the path of its key."""
+    validator = jsonschema.Draft202012Validator(load_schema())
+    errors = sorted(validator.iter_errors(config), key=lambda e: list(map(str, e.absolute_path)))
+    if errors:
+        raise ConfigError("invalid configuration:\n  " + "\n  ".join(_describe(e) for e in errors))
+    for name, dataset in config["datasets"].items():
+        split = dataset["split"]
+        if split["kind"] == "random" and abs(sum(split["fractions"]) - 1.0) > 1e-9:
+            raise ConfigError(f"config key 'datasets.{name}.split.fractions': must sum to 1, got {split['fractions']}")
+    return config
+
+
+def load_config(path: str | Path) -> dict[str, Any]:
+    """Read a YAML configuration file and validate it."""
+    with open(path, encoding="utf-8") as handle:
+        config = yaml.safe_load(handle)
+    if not isinstance(config, dict):
+        raise ConfigError(f"{path}: the configuration must be a mapping")
+    return validate_config(config)

@@ -1,0 +1,111 @@
+"""Read a source, validate every entry, and write the dataset's canonical crystal table.
+
+Outputs in ``out_dir``: ``structures.parquet`` (accepted crystals, see :mod:`prdnet.data.tables`),
+``rejects.csv`` (id, task, reason; task ``*`` means the whole entry), ``summary.json`` (counts)
+and ``official_folds.json`` (fold → official test ids; empty for sources without folds).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from prdnet.data.sources import Entry, load_source
+from prdnet.data.tables import CrystalColumns, crystals_table
+from prdnet.data.validate import ALL_TASKS, Reject, ValidationRules, validate_entry
+from prdnet.io import write_json, write_parquet, write_text
+
+
+def rejects_csv(rejects: list[Reject]) -> str:
+    """CSV text of the rejects, header ``id,task,reason``."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(["id", "task", "reason"])
+    writer.writerows((r.id, r.task, r.reason) for r in rejects)
+    return buffer.getvalue()
+
+
+def reason_class(reason: str) -> str:
+    """The kind of a reject reason ('atoms too close: 0.3 Å' → 'atoms too close')."""
+    return reason.split(":")[0]
+
+
+def collect_entries(entries: Any, tasks: list[str], rules: ValidationRules) -> tuple[list[Entry], list[Reject], int]:
+    """Validate entries; return the accepted ones, all rejects and the number read."""
+    accepted: list[Entry] = []
+    rejects: list[Reject] = []
+    seen: set[str] = set()
+    read = 0
+    for entry in entries:
+        read += 1
+        if entry.id in seen:
+            rejects.append(Reject(entry.id, ALL_TASKS, "duplicate id"))
+            continue
+        seen.add(entry.id)
+        entry_rejects = validate_entry(entry, tasks, rules)
+        rejects.extend(entry_rejects)
+        if not any(r.task == ALL_TASKS for r in entry_rejects):
+            accepted.append(entry)
+    return accepted, rejects, read
+
+
+def entries_to_columns(entries: list[Entry], tasks: list[str]) -> CrystalColumns:
+    """Flat columns of validated entries (targets NaN where missing)."""
+    structures = [e.structure for e in entries]
+    return CrystalColumns(
+        ids=[e.id for e in entries],
+        atom_counts=np.array([len(s) for s in structures], dtype=np.int64),
+        atomic_numbers=np.concatenate([s.atomic_numbers for s in structures]).astype(np.int64) if entries else np.zeros(0, np.int64),
+        frac_coords=np.concatenate([s.frac_coords for s in structures]) if entries else np.zeros((0, 3)),
+        lattices=np.stack([s.lattice.matrix for s in structures]) if entries else np.zeros((0, 3, 3)),
+        targets={
+            task: np.array([np.nan if e.targets.get(task) is None else float(e.targets[task]) for e in entries])
+            for task in tasks
+        },
+    )
+
+
+def seeded_subset(count: int, size: int | None, seed: int) -> np.ndarray:
+    """Row indices of a seeded random subset of ``size`` rows (all rows if ``size`` is None), in order."""
+    if size is None or size >= count:
+        return np.arange(count)
+    return np.sort(np.random.default_rng(seed).choice(count, size=size, replace=False))
+
+
+def prepare_dataset(name: str, options: dict[str, Any], rules: ValidationRules, out_dir: str | Path) -> dict[str, Any]:
+    """Validate the dataset ``name`` and write its crystal table, rejects and summary to ``out_dir``."""
+    out_dir = Path(out_dir)
+    source = load_source(options["source"], options)
+    tasks = list(options["tasks"])
+    unknown = [t for t in tasks if t not in source.tasks]
+    if unknown:
+        raise ValueError(f"dataset {name}: unknown task(s) {unknown}; source offers {sorted(source.tasks)}")
+    accepted, rejects, read = collect_entries(source.entries, tasks, rules)
+    columns = entries_to_columns(accepted, tasks)
+    rows = seeded_subset(len(accepted), options.get("subset"), int(options.get("subset_seed", 0)))
+    columns = columns.take(rows)
+    task_info = {t: {"kind": source.tasks[t].kind, "unit": source.tasks[t].unit} for t in tasks}
+    summary = {
+        "dataset": name,
+        "source": options["source"],
+        "source_version": source.version,
+        "read": read,
+        "accepted": len(accepted),
+        "rejected": sum(r.task == ALL_TASKS for r in rejects),
+        "rejected_by_reason": dict(Counter(reason_class(r.reason) for r in rejects if r.task == ALL_TASKS)),
+        "task_rejects": {t: sum(r.task == t for r in rejects) for t in tasks},
+        "subset": {"size": options.get("subset"), "seed": int(options.get("subset_seed", 0)), "kept": len(rows)},
+        "tasks": task_info,
+        "task_counts": {t: int(np.isfinite(columns.targets[t]).sum()) for t in tasks},
+        "validation": vars(rules),
+    }
+    write_parquet(out_dir / "structures.parquet", crystals_table(columns), {"prdnet.summary": summary})
+    write_text(out_dir / "rejects.csv", rejects_csv(rejects))
+    write_json(out_dir / "official_folds.json", source.folds or {})
+    write_json(out_dir / "summary.json", summary)
+    return summary

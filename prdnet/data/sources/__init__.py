@@ -1,0 +1,94 @@
+"""Sources of crystal structures behind one small interface.
+
+A source is a callable that, given its config block, returns a :class:`SourceData`: the task
+definitions it offers and an iterator of :class:`Entry` (id, pymatgen ``Structure``, targets).
+New sources (mp-api, JARVIS, ...) register here and the rest of the pipeline is unchanged.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from pymatgen.core import Element, Structure
+
+TaskKind = Literal["regression", "classification"]
+
+
+@dataclass(frozen=True)
+class Task:
+    """A prediction target offered by a source."""
+
+    name: str
+    kind: TaskKind
+    unit: str
+    description: str = ""
+
+
+@dataclass
+class Entry:
+    """One crystal: its id, its structure (or the reason it could not be parsed) and its targets.
+
+    ``structure`` is ``None`` when the raw record could not be turned into a structure; then
+    ``parse_error`` says why, and validation sends the entry to the rejects file.
+    """
+
+    id: str
+    structure: Structure | None
+    targets: dict[str, float | None]
+    parse_error: str | None = None
+
+
+@dataclass
+class SourceData:
+    """What a source provides: its tasks and its entries (a lazy iterable)."""
+
+    tasks: dict[str, Task]
+    entries: Iterable[Entry]
+    version: str
+    folds: dict[str, list[str]] | None = field(default=None)
+    """Official test folds (fold name → test ids), for sources that define them."""
+
+
+SourceFactory = Callable[[dict[str, Any]], SourceData]
+_REGISTRY: dict[str, SourceFactory] = {}
+
+
+def register_source(name: str) -> Callable[[SourceFactory], SourceFactory]:
+    """Decorator registering a source factory under ``name``."""
+
+    def decorate(factory: SourceFactory) -> SourceFactory:
+        _REGISTRY[name] = factory
+        return factory
+
+    return decorate
+
+
+def available_sources() -> list[str]:
+    """Names of all registered sources."""
+    _import_builtin_sources()
+    return sorted(_REGISTRY)
+
+
+def load_source(name: str, options: dict[str, Any]) -> SourceData:
+    """Open the source called ``name`` with its config ``options``."""
+    _import_builtin_sources()
+    if name not in _REGISTRY:
+        raise KeyError(f"unknown source {name!r}; known sources: {', '.join(sorted(_REGISTRY))}")
+    return _REGISTRY[name](options)
+
+
+def _import_builtin_sources() -> None:
+    from prdnet.data.sources import matbench, mp_embedded  # noqa: F401
+
+
+def structure_from_arrays(lattice: Any, species: Any, frac_coords: Any) -> tuple[Structure | None, str | None]:
+    """Build a pymatgen ``Structure`` from raw arrays, or return the reason it cannot be built."""
+    for symbol in species:
+        if isinstance(symbol, str) and not Element.is_valid_symbol(symbol):
+            return None, f"unknown element: {symbol}"
+    try:
+        return Structure(lattice, species, frac_coords), None
+    except Exception as error:  # pymatgen raises many types for malformed input
+        return None, f"malformed structure: {type(error).__name__}: {error}"

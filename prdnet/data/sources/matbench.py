@@ -1,0 +1,61 @@
+"""MatBench v0.1 structure tasks through the real ``matbench`` package.
+
+The data are read by matminer from ``MATMINER_DATA`` (config key ``matminer_data``); the
+offline copies hold ``matbench_jdft2d`` and ``matbench_phonons``, other tasks download when a
+network is there. The official five test folds (``KFold(5, shuffle=True,
+random_state=18012019)``, shipped in the package) are returned with the entries.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from prdnet.data.sources import Entry, SourceData, Task, register_source
+
+
+def task_name(target: str) -> str:
+    """A wildcard-safe task name from a MatBench target column ('last phdos peak' → 'last_phdos_peak')."""
+    return re.sub(r"[^0-9a-zA-Z]+", "_", target).strip("_").lower()
+
+
+def open_matbench_task(benchmark_task: str, matminer_data: str | Path | None) -> Any:
+    """Load one MatBench task object (``matbench.task.MatbenchTask``) with its data."""
+    if matminer_data is not None:
+        os.environ["MATMINER_DATA"] = str(Path(matminer_data).resolve())
+    from matbench.bench import MatbenchBenchmark
+
+    benchmark = MatbenchBenchmark(autoload=False, subset=[benchmark_task])
+    task = benchmark.tasks_map[benchmark_task]
+    task.load()
+    return task
+
+
+def _entries(frame: Any, target: str, name: str) -> Iterator[Entry]:
+    for material_id, structure, value in zip(frame.index, frame["structure"], frame[target]):
+        yield Entry(str(material_id), structure, {name: None if value is None else float(value)})
+
+
+@register_source("matbench")
+def matbench(options: dict[str, Any]) -> SourceData:
+    """Source factory: ``options['matbench_task']`` (e.g. ``matbench_jdft2d``), ``options['matminer_data']``."""
+    import matbench as matbench_package
+
+    benchmark_task = options["matbench_task"]
+    task = open_matbench_task(benchmark_task, options.get("matminer_data"))
+    metadata = task.metadata
+    if metadata["input_type"] != "structure":
+        raise ValueError(f"{benchmark_task} is a composition task; only structure tasks are supported")
+    target = metadata["target"]
+    name = task_name(target)
+    kind = "classification" if metadata["task_type"] == "classification" else "regression"
+    folds = {f"fold{fold}": [str(i) for i in task.get_test_data(fold, include_target=False).index] for fold in task.folds}
+    return SourceData(
+        tasks={name: Task(name, kind, str(metadata.get("unit") or ""), str(target))},
+        entries=_entries(task.df, target, name),
+        version=f"matbench {matbench_package.__version__}, {benchmark_task} sha256:{str(metadata.get('hash', ''))[:16]}",
+        folds=folds,
+    )

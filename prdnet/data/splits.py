@@ -1,0 +1,108 @@
+"""Train / validation / test splits, written as plain id lists anyone can audit and reuse.
+
+- ``random``: a seeded random split of one dataset by fractions (e.g. 80/10/10), one fold
+  ``fold0``. Ids are sorted before shuffling, so the split depends only on the set of ids
+  and the seed, not on file order.
+- ``matbench``: the official MatBench test folds; the validation set is carved from each
+  training fold with a fixed seed, so the test fold never takes part in model selection.
+
+Splits are made per task over the crystals that have a finite target for that task.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from prdnet.io import write_json, write_text
+
+SPLIT_NAMES = ("train", "val", "test")
+
+
+def random_split(ids: list[str], fractions: tuple[float, float, float], seed: int) -> dict[str, list[str]]:
+    """Seeded random split of ``ids`` into train/val/test with the given fractions (summing to 1).
+
+    Sizes: n_val = round(f_val·n), n_test = round(f_test·n), the rest train.
+    """
+    if not np.isclose(sum(fractions), 1.0):
+        raise ValueError(f"split fractions must sum to 1, got {fractions}")
+    order = sorted(ids)
+    permuted = [order[i] for i in np.random.default_rng(seed).permutation(len(order))]
+    n_val = int(round(fractions[1] * len(ids)))
+    n_test = int(round(fractions[2] * len(ids)))
+    n_train = len(ids) - n_val - n_test
+    return {
+        "train": permuted[:n_train],
+        "val": permuted[n_train : n_train + n_val],
+        "test": permuted[n_train + n_val :],
+    }
+
+
+def carve_validation(train_ids: list[str], val_fraction: float, seed: int) -> dict[str, list[str]]:
+    """Split a training fold into train and validation (seeded; val = round(f·n) ids)."""
+    order = sorted(train_ids)
+    permuted = [order[i] for i in np.random.default_rng(seed).permutation(len(order))]
+    n_val = int(round(val_fraction * len(order)))
+    return {"train": permuted[n_val:], "val": permuted[:n_val]}
+
+
+def matbench_splits(
+    ids: list[str], official_test_folds: dict[str, list[str]], val_fraction: float, seed: int
+) -> tuple[dict[str, dict[str, list[str]]], dict[str, list[str]]]:
+    """Per fold: train/val carved from the official training fold, test = the official test fold.
+
+    ``ids`` are the usable ids (valid, finite target). Returns the splits and, per fold, the
+    official test ids that are not usable (they are reported, not silently dropped).
+    """
+    usable = set(ids)
+    splits, unusable = {}, {}
+    for fold, test_ids in official_test_folds.items():
+        test = set(test_ids)
+        train_pool = [i for i in ids if i not in test]
+        splits[fold] = {**carve_validation(train_pool, val_fraction, seed), "test": [i for i in test_ids if i in usable]}
+        unusable[fold] = [i for i in test_ids if i not in usable]
+    return splits, unusable
+
+
+def make_splits(
+    ids: list[str], targets: dict[str, np.ndarray], split_options: dict[str, Any], official_folds: dict[str, list[str]]
+) -> tuple[dict[str, dict[str, dict[str, list[str]]]], dict[str, Any]]:
+    """Splits for every task: ``{task: {fold: {train|val|test: ids}}}`` and a summary of counts."""
+    splits, summary = {}, {}
+    for task, values in targets.items():
+        usable = [i for i, v in zip(ids, values) if np.isfinite(v)]
+        if split_options["kind"] == "random":
+            fractions = tuple(split_options["fractions"])
+            splits[task] = {"fold0": random_split(usable, fractions, split_options["seed"])}
+            unusable = {}
+        elif split_options["kind"] == "matbench":
+            if not official_folds:
+                raise ValueError("split kind 'matbench' needs a source with official folds")
+            splits[task], unusable = matbench_splits(usable, official_folds, split_options["val_fraction"], split_options["seed"])
+        else:
+            raise ValueError(f"unknown split kind {split_options['kind']!r}")
+        summary[task] = {
+            fold: {**{name: len(part) for name, part in parts.items()}, "unusable_test_ids": unusable.get(fold, [])}
+            for fold, parts in splits[task].items()
+        }
+    return splits, summary
+
+
+def write_splits(splits: dict[str, dict[str, dict[str, list[str]]]], out_dir: str | Path) -> list[Path]:
+    """Write ``out_dir/<task>/<fold>/<train|val|test>.txt`` (one id a line); return the paths."""
+    written = []
+    for task, folds in splits.items():
+        for fold, parts in folds.items():
+            for name in SPLIT_NAMES:
+                path = Path(out_dir) / task / fold / f"{name}.txt"
+                write_text(path, "".join(f"{i}\n" for i in parts[name]))
+                written.append(path)
+    return written
+
+
+def read_split(path: str | Path) -> list[str]:
+    """The ids of one split file."""
+    return [line.strip() for line in Path(path).read_text(encoding="utf-8").splitlines() if line.strip()]
+

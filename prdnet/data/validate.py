@@ -1,0 +1,107 @@
+"""Validation of crystal entries before they enter the pipeline.
+
+Every check returns a reason string; an entry that fails any check is written to
+``rejects.csv`` with that reason and never silently dropped. Checks on the structure reject
+the whole entry; a missing or non-finite target rejects the entry for that task only.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+from pymatgen.core import Element, Structure
+from pymatgen.optimization.neighbors import find_points_in_spheres
+
+from prdnet.data.sources import Entry
+
+ALL_TASKS = "*"
+
+
+@dataclass(frozen=True)
+class ValidationRules:
+    """Thresholds of the structure checks (config block ``validation``)."""
+
+    min_distance: float = 0.5
+    """Å; two atoms (or an atom and an image of itself) closer than this are unphysical."""
+    max_nearest_neighbor: float = 8.0
+    """Å; an atom with no other atom within this distance is isolated (disconnected)."""
+    max_atomic_number: int = 100
+    """Largest atomic number the models embed."""
+    max_atoms: int = 500
+    """Largest cell the pipeline accepts."""
+
+
+@dataclass(frozen=True)
+class Reject:
+    """One rejected (entry, task) pair; ``task`` is ``*`` when the whole entry is rejected."""
+
+    id: str
+    task: str
+    reason: str
+
+
+def nearest_neighbor_distances(structure: Structure, radius: float) -> np.ndarray:
+    """Distance (Å) from each site to its nearest other site or periodic image; ``inf`` if none within ``radius``."""
+    cart = np.ascontiguousarray(structure.cart_coords, dtype=float)
+    lattice = np.ascontiguousarray(structure.lattice.matrix, dtype=float)
+    centre, neighbour, image, distance = find_points_in_spheres(
+        cart, cart, radius, np.array([1, 1, 1], dtype=np.int64), lattice, tol=1e-8
+    )
+    is_self = (centre == neighbour) & np.all(image == 0, axis=1)
+    nearest = np.full(len(structure), np.inf)
+    np.minimum.at(nearest, centre[~is_self], distance[~is_self])
+    return nearest
+
+
+def structure_problem(structure: Structure, rules: ValidationRules) -> str | None:
+    """The first reason the structure is unusable, or ``None`` if it passes every check."""
+    if len(structure) == 0:
+        return "empty structure: no sites"
+    if len(structure) > rules.max_atoms:
+        return f"too many atoms: {len(structure)} > {rules.max_atoms}"
+    lattice = np.asarray(structure.lattice.matrix, dtype=float)
+    if not np.all(np.isfinite(lattice)):
+        return "non-finite lattice"
+    volume = abs(float(np.linalg.det(lattice)))
+    if not volume > 1e-3:
+        return f"degenerate lattice: volume {volume:.3g} Å³"
+    if not np.all(np.isfinite(structure.frac_coords)):
+        return "non-finite coordinates"
+    if not structure.is_ordered:
+        return "disordered structure: partial occupancy"
+    for site in structure:
+        element = site.specie
+        if not isinstance(element, Element) or not 1 <= element.Z <= rules.max_atomic_number:
+            return f"unknown element: {element}"
+    nearest = nearest_neighbor_distances(structure, rules.max_nearest_neighbor)
+    closest = float(nearest.min())
+    if closest < rules.min_distance:
+        return f"atoms too close: {closest:.3f} Å < {rules.min_distance} Å"
+    isolated = np.flatnonzero(np.isinf(nearest))
+    if isolated.size:
+        return f"isolated atom: site {int(isolated[0])} has no neighbour within {rules.max_nearest_neighbor} Å"
+    return None
+
+
+def validate_entry(entry: Entry, tasks: list[str], rules: ValidationRules) -> list[Reject]:
+    """All rejects for one entry: one for the whole entry, or one per task with a bad target."""
+    if entry.structure is None:
+        return [Reject(entry.id, ALL_TASKS, entry.parse_error or "malformed structure")]
+    try:
+        problem = structure_problem(entry.structure, rules)
+    except Exception as error:  # a structure pymatgen accepted but cannot compute with
+        problem = f"malformed structure: {type(error).__name__}: {error}"
+    if problem is not None:
+        return [Reject(entry.id, ALL_TASKS, problem)]
+    rejects = []
+    for task in tasks:
+        value = entry.targets.get(task)
+        if value is None:
+            rejects.append(Reject(entry.id, task, "missing target"))
+        elif not math.isfinite(value):
+            rejects.append(Reject(entry.id, task, f"non-finite target: {value}"))
+    if len(rejects) == len(tasks) and tasks:
+        return [Reject(entry.id, ALL_TASKS, "no finite target for any task")]
+    return rejects

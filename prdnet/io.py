@@ -1,0 +1,69 @@
+"""Atomic file writes: write to a temporary file beside the target, then rename.
+
+A reader never sees a half-written file, and a killed job leaves either the old file or
+none, so Snakemake re-runs it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+
+@contextmanager
+def atomic_path(path: str | Path) -> Iterator[Path]:
+    """Yield a temporary path in the target's folder; on success rename it onto ``path``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(handle)
+    try:
+        yield Path(temporary)
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+
+
+def write_text(path: str | Path, text: str) -> None:
+    """Write a text file atomically."""
+    with atomic_path(path) as temporary:
+        temporary.write_text(text, encoding="utf-8")
+
+
+def write_json(path: str | Path, payload: Any) -> None:
+    """Write JSON (sorted keys, indented) atomically."""
+    write_text(path, json.dumps(payload, indent=2, sort_keys=True) + "\n")
+
+
+def write_parquet(path: str | Path, table: pa.Table, metadata: dict[str, Any] | None = None) -> None:
+    """Write a Parquet file atomically; ``metadata`` is stored as JSON in the schema metadata."""
+    if metadata:
+        encoded = {key.encode(): json.dumps(value, sort_keys=True).encode() for key, value in metadata.items()}
+        table = table.replace_schema_metadata({**(table.schema.metadata or {}), **encoded})
+    with atomic_path(path) as temporary:
+        pq.write_table(table, temporary, compression="zstd")
+
+
+def decode_metadata(schema: pa.Schema) -> dict[str, Any]:
+    """The JSON entries of a schema's metadata (as written by :func:`write_parquet`)."""
+    decoded = {}
+    for key, value in (schema.metadata or {}).items():
+        try:
+            decoded[key.decode()] = json.loads(value)
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            continue
+    return decoded
+
+
+def read_parquet_metadata(path: str | Path) -> dict[str, Any]:
+    """The JSON metadata written by :func:`write_parquet`, read from the file's schema only."""
+    return decode_metadata(pq.read_schema(path))
