@@ -58,6 +58,67 @@ def featurize(args: argparse.Namespace) -> None:
     print(f"featurized {manifest['crystals']} crystals into {n_shards} shards ({manifest['graph_rejects']} graph rejects)")
 
 
+def train(args: argparse.Namespace) -> None:
+    from prdnet.train import TrainingConfig, TrainingJob, run_training
+
+    summary = json.loads(Path(args.dataset_summary).read_text())
+    task_info = summary["tasks"][args.task]
+    labels = {**args.labels, "task": args.task, "git_commit": git_commit()}
+    job = TrainingJob(
+        shard_paths=[Path(p) for p in args.shards],
+        split_dir=Path(args.split_dir),
+        task=args.task,
+        task_kind=task_info["kind"],
+        unit=task_info["unit"],
+        model_spec=args.model_spec,
+        training=TrainingConfig(**args.training),
+        out_dir=Path(args.out_dir),
+        labels=labels,
+    )
+    metrics = run_training(job)
+    print(json.dumps(metrics, indent=2))
+
+
+def git_commit() -> str:
+    """The commit of the code that ran (``unknown`` outside a git checkout)."""
+    import subprocess
+
+    try:
+        result = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10,
+                                cwd=Path(__file__).resolve().parent)  # fmt: skip
+    except (OSError, subprocess.TimeoutExpired):
+        return "unknown"
+    return result.stdout.strip() if result.returncode == 0 else "unknown"
+
+
+def aggregate(args: argparse.Namespace) -> None:
+    from prdnet.report import write_tables
+
+    run_dirs = [Path(p).parent for p in args.metrics]
+    table = write_tables(args.dataset, run_dirs, args.published, Path(args.out_prefix))
+    print(table.to_string(index=False))
+
+
+def matbench_record(args: argparse.Namespace) -> None:
+    from prdnet.report import write_matbench_results
+
+    folds = {Path(p).parents[3].name: Path(p) for p in args.predictions}
+    scores = write_matbench_results(args.matbench_task, args.matminer_data, folds, Path(args.out), args.metadata)
+    print(json.dumps(scores, indent=2, default=str))
+
+
+def mlflow_import(args: argparse.Namespace) -> None:
+    from prdnet.io import write_json
+    from prdnet.tracking import default_tracking_uri, import_runs
+
+    results = Path(args.results_dir)
+    uri = args.tracking_uri or default_tracking_uri(results)
+    ledger = import_runs([Path(p).parent for p in args.metrics], results, uri, args.experiment)
+    write_json(args.out, ledger)
+    print(f"MLflow {uri}: imported {ledger['imported']}, replaced {ledger['replaced']}, "
+          f"already there {ledger['skipped']}")  # fmt: skip
+
+
 def check_config(args: argparse.Namespace) -> None:
     from prdnet.config import load_config
 
@@ -89,6 +150,40 @@ def build_parser() -> argparse.ArgumentParser:
     command.add_argument("--workers", type=int, default=1, help="processes")
     command.add_argument("--out-dir", required=True)
     command.set_defaults(run=featurize)
+
+    command = commands.add_parser("train", help="train and test one model on one task and fold")
+    command.add_argument("--shards", nargs="+", required=True)
+    command.add_argument("--split-dir", required=True, help="folder with train.txt, val.txt, test.txt")
+    command.add_argument("--dataset-summary", required=True, help="the dataset's summary.json (task kinds, units)")
+    command.add_argument("--task", required=True)
+    command.add_argument("--model-spec", type=_json, required=True, help="model spec (JSON, model.schema.yaml)")
+    command.add_argument("--training", type=_json, required=True, help="the training config block (JSON)")
+    command.add_argument("--labels", type=_json, default={}, help="dataset, fold, model, diffraction, ablation (JSON)")
+    command.add_argument("--out-dir", required=True)
+    command.set_defaults(run=train)
+
+    command = commands.add_parser("aggregate", help="tables of one dataset from finished jobs")
+    command.add_argument("--dataset", required=True)
+    command.add_argument("--metrics", nargs="+", required=True, help="the jobs' metrics.json files")
+    command.add_argument("--published", default=None, help="published scores YAML")
+    command.add_argument("--out-prefix", required=True, help="writes PREFIX.md, PREFIX.csv, PREFIX_runs.csv")
+    command.set_defaults(run=aggregate)
+
+    command = commands.add_parser("matbench-record", help="MatBench leaderboard file of one model variant")
+    command.add_argument("--matbench-task", required=True)
+    command.add_argument("--matminer-data", default=None)
+    command.add_argument("--predictions", nargs="+", required=True, help="predictions.parquet of every fold")
+    command.add_argument("--metadata", type=_json, default={})
+    command.add_argument("--out", required=True)
+    command.set_defaults(run=matbench_record)
+
+    command = commands.add_parser("mlflow-import", help="import finished jobs into MLflow (single writer)")
+    command.add_argument("--metrics", nargs="+", required=True, help="the jobs' metrics.json files")
+    command.add_argument("--results-dir", required=True)
+    command.add_argument("--experiment", required=True)
+    command.add_argument("--tracking-uri", default=None, help="default: SQLite <results-dir>/mlflow.db")
+    command.add_argument("--out", required=True, help="ledger JSON of imported runs")
+    command.set_defaults(run=mlflow_import)
 
     command = commands.add_parser("check-config", help="validate a configuration file")
     command.add_argument("config")

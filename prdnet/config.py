@@ -11,8 +11,12 @@ from typing import Any
 
 import jsonschema
 import yaml
+from referencing import Registry, Resource
+from referencing.jsonschema import DRAFT202012
 
-SCHEMA_PATH = Path(__file__).resolve().parent.parent / "workflow" / "schemas" / "config.schema.yaml"
+SCHEMA_DIR = Path(__file__).resolve().parent.parent / "workflow" / "schemas"
+SCHEMA_PATH = SCHEMA_DIR / "config.schema.yaml"
+MODEL_SCHEMA_PATH = SCHEMA_DIR / "model.schema.yaml"
 
 
 class ConfigError(ValueError):
@@ -40,10 +44,31 @@ def load_schema() -> dict[str, Any]:
     return yaml.safe_load(SCHEMA_PATH.read_text(encoding="utf-8"))
 
 
+def _schema_registry() -> Registry:
+    """Resolves ``$ref: model.schema.yaml`` to the model spec schema."""
+    model_schema = yaml.safe_load(MODEL_SCHEMA_PATH.read_text(encoding="utf-8"))
+    return Registry().with_resource("model.schema.yaml", Resource.from_contents(model_schema, DRAFT202012))
+
+
+def _check_references(config: dict[str, Any]) -> None:
+    """Names used by experiments must exist: datasets, their tasks, models."""
+    for index, experiment in enumerate(config["experiments"]):
+        where = f"config key 'experiments.{index}"
+        for dataset in experiment["datasets"]:
+            if dataset not in config["datasets"]:
+                raise ConfigError(f"{where}.datasets': unknown dataset {dataset!r}; defined: {sorted(config['datasets'])}")
+            unknown_tasks = set(experiment.get("tasks", [])) - set(config["datasets"][dataset]["tasks"])
+            if unknown_tasks and len(experiment["datasets"]) == 1:
+                raise ConfigError(f"{where}.tasks': {sorted(unknown_tasks)} not tasks of {dataset}")
+        for model in experiment["models"]:
+            if model not in config["models"]:
+                raise ConfigError(f"{where}.models': unknown model {model!r}; defined: {sorted(config['models'])}")
+
+
 def validate_config(config: dict[str, Any]) -> dict[str, Any]:
     """Return ``config`` unchanged if it matches the schema; otherwise raise :class:`ConfigError`
     listing every problem with the path of its key."""
-    validator = jsonschema.Draft202012Validator(load_schema())
+    validator = jsonschema.Draft202012Validator(load_schema(), registry=_schema_registry())
     errors = sorted(validator.iter_errors(config), key=lambda e: list(map(str, e.absolute_path)))
     if errors:
         raise ConfigError("invalid configuration:\n  " + "\n  ".join(_describe(e) for e in errors))
@@ -51,6 +76,7 @@ def validate_config(config: dict[str, Any]) -> dict[str, Any]:
         split = dataset["split"]
         if split["kind"] == "random" and abs(sum(split["fractions"]) - 1.0) > 1e-9:
             raise ConfigError(f"config key 'datasets.{name}.split.fractions': must sum to 1, got {split['fractions']}")
+    _check_references(config)
     return config
 
 

@@ -1,4 +1,5 @@
-"""The Snakemake workflow end to end on a tiny configuration (real data, a few dozen crystals)."""
+"""The Snakemake workflow end to end on a tiny configuration: 40 embedded MP crystals and MatBench
+jdft2d, PRDNet and CGCNN with and without diffraction, tiny models, one epoch."""
 
 from __future__ import annotations
 
@@ -38,6 +39,13 @@ def tiny(tmp_path_factory, mp_embedded_path, matminer_data):
     config["datasets"]["mp_2018_cgcnn36k"].update(path=str(workdir / "mp40.jsonl.gz"), subset=None)
     config["datasets"]["matbench_jdft2d"]["matminer_data"] = str(matminer_data)
     config["featurizer"]["n_shards"] = 2
+    config["published_scores"] = str(ROOT / "config" / "published_scores.yaml")
+    tiny = {"channels": 8, "layers": 1}
+    config["models"] = {
+        "prdnet": {"name": "prdnet", "preset": "small", "hyperparameters": {"backbone": {**tiny, "heads": 2, "head_dim": 4}}},
+        "cgcnn": {"name": "cgcnn", "preset": "small", "hyperparameters": {"backbone": tiny}},
+    }
+    config["training"].update(epochs=1, batch_size=64)
     (workdir / "config.yaml").write_text(yaml.safe_dump(config))
     first = snakemake(workdir)
     assert first.returncode == 0, first.stderr[-3000:]
@@ -60,11 +68,87 @@ def test_workflow_writes_shards_splits_rejects_and_logs(tiny):
         assert (results / f"matbench_jdft2d/splits/exfoliation_en/fold{fold}/val.txt").exists()
 
 
-def test_second_run_does_nothing(tiny):
+JOBS = 3 * 1 * 4 + 1 * 5 * 4  # MP: 3 tasks × 1 fold × 4 variants; jdft2d: 1 task × 5 folds × 4 variants
+
+
+def mlflow_runs(workdir):
+    import mlflow
+
+    mlflow.set_tracking_uri(f"sqlite:///{workdir / 'results' / 'mlflow.db'}")
+    return mlflow.search_runs(experiment_names=["prdnet-bench"], output_format="pandas")
+
+
+def test_every_job_has_finite_metrics_and_a_weights_only_checkpoint(tiny):
+    import torch
+
+    workdir, _ = tiny
+    metrics_files = sorted((workdir / "results").glob("*/runs/*/*/*/*/*/metrics.json"))
+    assert len(metrics_files) == JOBS
+    for path in metrics_files:
+        metrics = json.loads(path.read_text())
+        value = metrics[f"test_{metrics['metric']}"]
+        assert value == value and abs(value) < float("inf"), path
+        torch.load(path.parent / "model.pt", weights_only=True)
+
+
+def test_tables_have_a_row_per_variant_and_a_column_per_task(tiny):
+    import pandas as pd
+
+    workdir, _ = tiny
+    mp = pd.read_csv(workdir / "results" / "tables" / "mp_2018_cgcnn36k.csv")
+    assert list(mp["model"]) == ["cgcnn", "prdnet"]
+    # per task: without, +paper, Δ paper
+    assert len(mp.columns) == 2 + 3 * 3
+    jdft2d = pd.read_csv(workdir / "results" / "tables" / "matbench_jdft2d.csv")
+    assert list(jdft2d["model"]) == ["cgcnn", "prdnet", "CGCNN (published)", "ALIGNN (published)", "Dummy (published)"]
+    assert "±" in jdft2d.iloc[0, 2]
+    markdown = (workdir / "results" / "tables" / "matbench_jdft2d.md").read_text()
+    assert "CGCNN (published)" in markdown and "MatBench v0.1 leaderboard" in markdown
+
+
+def test_matbench_files_load_back_through_matbench(tiny):
+    from matbench.bench import MatbenchBenchmark
+
+    workdir, _ = tiny
+    files = sorted((workdir / "results" / "matbench_jdft2d" / "matbench").glob("*/*/*/results.json.gz"))
+    assert len(files) == 4
+    for path in files:
+        benchmark = MatbenchBenchmark.from_file(str(path))
+        task = benchmark.tasks_map["matbench_jdft2d"]
+        assert task.all_folds_recorded
+        mae = task.scores["mae"]["mean"]
+        assert 0 < mae < 1e4
+
+
+def test_mlflow_has_one_run_per_job_with_its_tags(tiny):
+    workdir, _ = tiny
+    runs = mlflow_runs(workdir)
+    assert len(runs) == JOBS
+    for tag in ("dataset", "task", "fold", "model", "diffraction", "ablation", "git_commit"):
+        assert runs[f"tags.{tag}"].notna().all(), tag
+    assert set(runs["tags.diffraction"]) == {"none", "paper"}
+    assert runs["params.featurizer.featurizer_version"].notna().all()
+
+
+def test_second_run_does_nothing_and_adds_no_mlflow_runs(tiny):
     workdir, _ = tiny
     again = snakemake(workdir)
     assert again.returncode == 0
     assert "Nothing to be done" in again.stdout + again.stderr
+    assert len(mlflow_runs(workdir)) == JOBS
+
+
+def test_deleted_job_reruns_only_that_job_and_the_reports(tiny):
+    workdir, _ = tiny
+    (metrics,) = (workdir / "results" / "matbench_jdft2d" / "runs").glob("*/fold2/cgcnn/paper/default/metrics.json")
+    metrics.unlink()
+    plan = snakemake(workdir, "--dry-run", "--quiet", "rules")
+    assert plan.returncode == 0, plan.stderr
+    stats = [line.split() for line in plan.stdout.split("Job stats:")[1].splitlines()]
+    counts = {words[0]: words[1] for words in stats if len(words) == 2 and words[1].isdigit()}
+    assert counts == {"train": "1", "aggregate": "1", "matbench_record": "1", "mlflow_import": "1", "all": "1", "total": "5"}
+    assert snakemake(workdir).returncode == 0
+    assert len(mlflow_runs(workdir)) == JOBS
 
 
 def test_deleted_shard_reruns_only_featurize(tiny):
@@ -73,8 +157,8 @@ def test_deleted_shard_reruns_only_featurize(tiny):
     shard.unlink()
     plan = snakemake(workdir, "--dry-run", "--quiet", "rules")
     assert plan.returncode == 0, plan.stderr
-    assert "featurize" in plan.stdout and "prepare" not in plan.stdout and "split" not in plan.stdout
-    assert snakemake(workdir).returncode == 0 and shard.exists()
+    assert "featurize" in plan.stdout and "prepare" not in plan.stdout and "split " not in plan.stdout
+    assert snakemake(workdir, "--until", "featurize").returncode == 0 and shard.exists()
 
 
 def test_wrong_config_key_stops_the_workflow_with_its_name(tiny, tmp_path):

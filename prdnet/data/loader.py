@@ -61,13 +61,13 @@ def columns_to_data(
     dtype: torch.dtype = torch.float32,
 ) -> list[Data]:
     """One ``Data`` per crystal, sliced from whole-column tensors (no per-row parsing)."""
-    atomic_numbers = torch.as_tensor(crystals.atomic_numbers, dtype=torch.long)
-    frac_coords = torch.as_tensor(crystals.frac_coords, dtype=dtype)
-    lattices = torch.as_tensor(crystals.lattices, dtype=dtype)
-    source = torch.as_tensor(graphs.source, dtype=torch.long)
-    target = torch.as_tensor(graphs.target, dtype=torch.long)
-    offset = torch.as_tensor(graphs.offset, dtype=torch.long)
-    distance = torch.as_tensor(graphs.distance, dtype=dtype)
+    atomic_numbers = torch.tensor(crystals.atomic_numbers, dtype=torch.long)
+    frac_coords = torch.tensor(crystals.frac_coords, dtype=dtype)
+    lattices = torch.tensor(crystals.lattices, dtype=dtype)
+    source = torch.tensor(graphs.source, dtype=torch.long)
+    target = torch.tensor(graphs.target, dtype=torch.long)
+    offset = torch.tensor(graphs.offset, dtype=torch.long)
+    distance = torch.tensor(graphs.distance, dtype=dtype)
     if task is not None:
         values = torch.as_tensor(crystals.targets[task])
         targets = values.long() if classification else values.to(dtype)

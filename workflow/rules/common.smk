@@ -12,8 +12,21 @@ DATASETS = sorted(config["datasets"])
 N_SHARDS = config["featurizer"]["n_shards"]
 
 
+ALL_TASKS = sorted({task for options in config["datasets"].values() for task in options["tasks"]})
+DIFFRACTION_MODES = ["none", "paper", "invariant"]
+ABLATIONS = ["default", "NoDiff", "SingleHead", "NoRes", "NoEdge"]
+RUN = "{dataset}/runs/{task}/{fold}/{model}/{diffraction}/{ablation}"
+"""A training job's folder below RESULTS: one job per dataset/task/fold/model/diffraction/ablation."""
+JOB_FILES = ["metrics.json", "predictions.parquet", "history.csv", "model.pt", "run.json"]
+
+
 wildcard_constraints:
     dataset="|".join(DATASETS),
+    task="|".join(ALL_TASKS),
+    fold=r"fold\d+",
+    model="|".join(sorted(config["models"])),
+    diffraction="|".join(DIFFRACTION_MODES),
+    ablation="|".join(ABLATIONS),
 
 
 def as_json(block):
@@ -38,9 +51,65 @@ def shard_files(dataset):
     return [f"{shard_dir(dataset)}/{shard_file_name(i)}" for i in range(N_SHARDS)]
 
 
+def folds(dataset):
+    split = config["datasets"][dataset]["split"]
+    return ["fold0"] if split["kind"] == "random" else [f"fold{i}" for i in range(5)]
+
+
+def training_jobs(dataset=None):
+    """Every job the experiments ask for, as wildcard dicts, without duplicates."""
+    jobs = {}
+    for experiment in config["experiments"]:
+        for name in experiment["datasets"]:
+            tasks = [t for t in config["datasets"][name]["tasks"] if t in experiment.get("tasks", [t])]
+            for task in tasks:
+                for fold in folds(name):
+                    for model in experiment["models"]:
+                        for diffraction in experiment["diffraction"]:
+                            for ablation in experiment["ablations"]:
+                                job = dict(dataset=name, task=task, fold=fold, model=model,
+                                           diffraction=diffraction, ablation=ablation)
+                                jobs[tuple(job.values())] = job
+    return [job for job in jobs.values() if dataset is None or job["dataset"] == dataset]
+
+
+def run_dir(job):
+    return f"{RESULTS}/" + RUN.format(**job)
+
+
+def model_spec(wildcards):
+    spec = dict(config["models"][wildcards.model])
+    spec["diffraction"] = None if wildcards.diffraction == "none" else wildcards.diffraction
+    spec["ablation"] = None if wildcards.ablation == "default" else wildcards.ablation
+    return spec
+
+
+def is_matbench(dataset):
+    return config["datasets"][dataset]["source"] == "matbench"
+
+
+def matbench_variants(dataset):
+    """(task, model, diffraction, ablation) of a MatBench dataset's jobs."""
+    return sorted({(j["task"], j["model"], j["diffraction"], j["ablation"]) for j in training_jobs(dataset)})
+
+
+def matbench_file(dataset, model, diffraction, ablation):
+    return f"{RESULTS}/{dataset}/matbench/{model}/{diffraction}/{ablation}/results.json.gz"
+
+
 def all_outputs():
     outputs = []
     for dataset in DATASETS:
         outputs += shard_files(dataset)
         outputs += [f"{shard_dir(dataset)}/manifest.json", f"{RESULTS}/{dataset}/splits/summary.json"]
+        if training_jobs(dataset):
+            outputs.append(f"{RESULTS}/tables/{dataset}.md")
+        if is_matbench(dataset):
+            outputs += [matbench_file(dataset, *variant[1:]) for variant in matbench_variants(dataset)]
+    # every job's files are targets too: Snakemake 9 does not rebuild a missing intermediate
+    # file whose downstream outputs are present, and a deleted job output must re-run its job
+    for job in training_jobs():
+        outputs += [f"{run_dir(job)}/{name}" for name in JOB_FILES]
+    if training_jobs():
+        outputs.append(f"{RESULTS}/mlflow_import.json")
     return outputs

@@ -22,8 +22,8 @@ def task_name(target: str) -> str:
     return re.sub(r"[^0-9a-zA-Z]+", "_", target).strip("_").lower()
 
 
-def open_matbench_task(benchmark_task: str, matminer_data: str | Path | None) -> Any:
-    """Load one MatBench task object (``matbench.task.MatbenchTask``) with its data."""
+def open_matbench_task(benchmark_task: str, matminer_data: str | Path | None) -> tuple[Any, Any]:
+    """A ``MatbenchBenchmark`` holding one task, and that task (``MatbenchTask``) with its data loaded."""
     if matminer_data is not None:
         os.environ["MATMINER_DATA"] = str(Path(matminer_data).resolve())
     from matbench.bench import MatbenchBenchmark
@@ -31,7 +31,7 @@ def open_matbench_task(benchmark_task: str, matminer_data: str | Path | None) ->
     benchmark = MatbenchBenchmark(autoload=False, subset=[benchmark_task])
     task = benchmark.tasks_map[benchmark_task]
     task.load()
-    return task
+    return benchmark, task
 
 
 def _entries(frame: Any, target: str, name: str) -> Iterator[Entry]:
@@ -45,7 +45,7 @@ def matbench(options: dict[str, Any]) -> SourceData:
     import matbench as matbench_package
 
     benchmark_task = options["matbench_task"]
-    task = open_matbench_task(benchmark_task, options.get("matminer_data"))
+    _, task = open_matbench_task(benchmark_task, options.get("matminer_data"))
     metadata = task.metadata
     if metadata["input_type"] != "structure":
         raise ValueError(f"{benchmark_task} is a composition task; only structure tasks are supported")

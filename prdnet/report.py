@@ -1,0 +1,156 @@
+"""Benchmark tables and MatBench leaderboard files from finished training jobs.
+
+Per dataset, a table with one row per model variant (model and ablation) and, per task, the
+test metric without diffraction, with each diffraction mode, and the difference (with −
+without). Tasks with several folds (MatBench) show mean ± standard deviation over folds
+(population std, as the MatBench leaderboard). Published scores are extra rows, labelled
+as published, with their source in the CSV.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import yaml
+
+from prdnet.io import atomic_path, write_text
+
+NO_DIFFRACTION = "none"
+
+
+def collect_runs(run_dirs: list[Path]) -> pd.DataFrame:
+    """One row per finished job: its labels, primary metric value, all test metrics, unit."""
+    rows = []
+    for run_dir in run_dirs:
+        metrics = json.loads((run_dir / "metrics.json").read_text())
+        tags = json.loads((run_dir / "run.json").read_text())["tags"]
+        row = {**{k: tags[k] for k in ("dataset", "task", "fold", "model", "diffraction", "ablation")}}
+        row.update(metric=metrics["metric"], unit=metrics["unit"], value=metrics[f"test_{metrics['metric']}"])
+        row.update({k: v for k, v in metrics.items() if k.startswith("test_")})
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def summarise(runs: pd.DataFrame) -> pd.DataFrame:
+    """Mean, std (ddof 0) and fold count of the primary metric per (task, model, ablation, diffraction)."""
+    keys = ["dataset", "task", "model", "ablation", "diffraction", "metric", "unit"]
+    grouped = runs.groupby(keys, sort=True)["value"]
+    return grouped.agg(mean="mean", std=lambda v: float(np.std(v)), n_folds="count").reset_index()
+
+
+def _cell(mean: float, std: float, n_folds: int, metric: str) -> str:
+    scale = 100.0 if metric == "accuracy" else 1.0
+    text = f"{mean * scale:.4g}"
+    return f"{text} ± {std * scale:.2g}" if n_folds > 1 else text
+
+
+def _header(task: str, metric: str, unit: str, mode: str) -> str:
+    what = "acc. %" if metric == "accuracy" else f"MAE {unit}".strip()
+    label = "without diffraction" if mode == NO_DIFFRACTION else f"+{mode}"
+    return f"{task} ({what}) {label}"
+
+
+def wide_table(summary: pd.DataFrame, published: list[dict[str, Any]]) -> pd.DataFrame:
+    """Rows: model variants then published scores; columns per task: without, +mode, Δ mode."""
+    tasks = list(dict.fromkeys(summary["task"]))
+    modes = [NO_DIFFRACTION] + sorted(set(summary["diffraction"]) - {NO_DIFFRACTION})
+    rows: dict[tuple[str, str], dict[str, str]] = {}
+    for (model, ablation), group in summary.groupby(["model", "ablation"], sort=True):
+        row = {}
+        for task in tasks:
+            cells = {r.diffraction: r for r in group[group["task"] == task].itertuples()}
+            for mode in modes:
+                if mode in cells:
+                    r = cells[mode]
+                    row[_header(task, r.metric, r.unit, mode)] = _cell(r.mean, r.std, r.n_folds, r.metric)
+                if mode != NO_DIFFRACTION and mode in cells and NO_DIFFRACTION in cells:
+                    r, base = cells[mode], cells[NO_DIFFRACTION]
+                    scale = 100.0 if r.metric == "accuracy" else 1.0
+                    row[f"{task} Δ {mode}"] = f"{(r.mean - base.mean) * scale:+.3g}"
+        rows[(model, ablation)] = row
+    for score in published:
+        if score["task"] not in tasks:
+            continue
+        metric = score.get("metric", "mae")
+        unit = score.get("unit", "")
+        rows[(f"{score['model']} (published)", "—")] = {
+            **rows.get((f"{score['model']} (published)", "—"), {}),
+            _header(score["task"], metric, unit, NO_DIFFRACTION): f"{score['value']:.4g}",
+        }
+    ordered_columns = []
+    for task in tasks:
+        metric_row = summary[summary["task"] == task].iloc[0]
+        for mode in modes:
+            ordered_columns.append(_header(task, metric_row.metric, metric_row.unit, mode))
+            if mode != NO_DIFFRACTION:
+                ordered_columns.append(f"{task} Δ {mode}")
+    table = pd.DataFrame.from_dict(rows, orient="index")
+    table = table.reindex(columns=[c for c in ordered_columns if c in table.columns]).fillna("—")
+    table.index = pd.MultiIndex.from_tuples(table.index, names=["model", "ablation"])
+    return table.reset_index()
+
+
+def markdown(table: pd.DataFrame, title: str, notes: list[str]) -> str:
+    """A Markdown table with a title and notes."""
+    header = "| " + " | ".join(table.columns) + " |"
+    rule = "| " + " | ".join("---" for _ in table.columns) + " |"
+    body = ["| " + " | ".join(str(v) for v in row) + " |" for row in table.itertuples(index=False)]
+    return "\n".join([f"# {title}", "", header, rule, *body, "", *[f"- {n}" for n in notes]]) + "\n"
+
+
+def load_published(path: str | Path | None, dataset: str) -> list[dict[str, Any]]:
+    """The published scores of ``dataset`` from the scores file (empty if none)."""
+    if not path:
+        return []
+    scores = yaml.safe_load(Path(path).read_text())["scores"]
+    return [s for s in scores if s["dataset"] == dataset]
+
+
+def write_tables(dataset: str, run_dirs: list[Path], published_path: str | Path | None, out_prefix: Path) -> pd.DataFrame:
+    """Write ``<prefix>.md``, ``<prefix>.csv`` (the wide table) and ``<prefix>_runs.csv`` (every job)."""
+    runs = collect_runs(run_dirs)
+    summary = summarise(runs)
+    published = load_published(published_path, dataset)
+    table = wide_table(summary, published)
+    folds = sorted(set(runs["fold"]))
+    notes = [
+        f"Test-set metric of each job; {len(folds)} fold(s): {', '.join(folds)}"
+        + (" (mean ± std over folds)" if len(folds) > 1 else "") + ".",
+        "Δ = with diffraction − without (negative is better for MAE, positive for accuracy).",
+        *[f"{s['model']} (published): {s['source']}" for s in published],
+    ]
+    write_text(out_prefix.with_suffix(".md"), markdown(table, f"{dataset}: test scores", notes))
+    with atomic_path(out_prefix.with_suffix(".csv")) as temporary:
+        table.to_csv(temporary, index=False)
+    with atomic_path(out_prefix.parent / f"{out_prefix.name}_runs.csv") as temporary:
+        runs.sort_values(["task", "model", "ablation", "diffraction", "fold"]).to_csv(temporary, index=False)
+    return table
+
+
+def write_matbench_results(
+    benchmark_task: str, matminer_data: str | None, fold_predictions: dict[str, Path], out_path: Path,
+    metadata: dict[str, Any],
+) -> dict[str, Any]:  # fmt: skip
+    """Record each fold's test predictions through ``MatbenchBenchmark.record`` and write the
+    leaderboard file with ``to_file``. Every official test id needs a prediction."""
+    from prdnet.data.sources.matbench import open_matbench_task
+
+    benchmark, task = open_matbench_task(benchmark_task, matminer_data)
+    classification = task.metadata["task_type"] == "classification"
+    for fold in task.folds:
+        predictions = pd.read_parquet(fold_predictions[f"fold{fold}"]).set_index("id")
+        test_ids = task.get_test_data(fold, include_target=False).index
+        missing = test_ids.difference(predictions.index)
+        if len(missing):
+            raise ValueError(f"{benchmark_task} fold{fold}: no prediction for {len(missing)} official test ids "
+                             f"(e.g. {list(missing[:5])}); a leaderboard file needs all of them")  # fmt: skip
+        values = predictions.loc[test_ids, "predicted"].to_numpy()
+        task.record(fold, values.astype(bool) if classification else values)
+    benchmark.add_metadata(metadata)
+    with atomic_path(out_path) as temporary:
+        benchmark.to_file(str(temporary))  # matbench 0.6 writes JSON text whatever the name
+    return dict(task.scores)

@@ -1,0 +1,64 @@
+localrules:
+    aggregate,
+    matbench_record,
+    mlflow_import,
+
+
+rule aggregate:
+    """One table per dataset: model variants × tasks, with and without diffraction, published scores."""
+    input:
+        metrics=lambda w: [f"{run_dir(job)}/metrics.json" for job in training_jobs(w.dataset)],
+        runs=lambda w: [f"{run_dir(job)}/run.json" for job in training_jobs(w.dataset)],
+    output:
+        markdown=f"{RESULTS}/tables/{{dataset}}.md",
+        csv=f"{RESULTS}/tables/{{dataset}}.csv",
+        runs=f"{RESULTS}/tables/{{dataset}}_runs.csv",
+    params:
+        published=f"--published {config['published_scores']}" if config.get("published_scores") else "",
+        prefix=lambda w: f"{RESULTS}/tables/{w.dataset}",
+    log:
+        "logs/aggregate/{dataset}.log",
+    shell:
+        "prdnet aggregate --dataset {wildcards.dataset} --metrics {input.metrics} {params.published} "
+        "--out-prefix {params.prefix} > {log} 2>&1"
+
+
+rule matbench_record:
+    """A MatBench leaderboard file of one model variant, through MatbenchBenchmark.record and to_file."""
+    input:
+        predictions=lambda w: [
+            f"{run_dir(dict(w.items(), task=config['datasets'][w.dataset]['tasks'][0], fold=fold))}/predictions.parquet"
+            for fold in folds(w.dataset)
+        ],
+    output:
+        f"{RESULTS}/{{dataset}}/matbench/{{model}}/{{diffraction}}/{{ablation}}/results.json.gz",
+    params:
+        matbench_task=lambda w: config["datasets"][w.dataset]["matbench_task"],
+        matminer_data=lambda w: config["datasets"][w.dataset]["matminer_data"],
+        metadata=lambda w: as_json({
+            "algorithm": f"prdnet-bench {w.model} diffraction={w.diffraction} ablation={w.ablation}",
+            "model_spec": json.dumps(model_spec(w), sort_keys=True),
+            "training": json.dumps(config["training"], sort_keys=True),
+        }),
+    log:
+        "logs/matbench_record/{dataset}/{model}/{diffraction}/{ablation}.log",
+    shell:
+        "prdnet matbench-record --matbench-task {params.matbench_task} --matminer-data {params.matminer_data} "
+        "--predictions {input.predictions} --metadata {params.metadata} --out {output} > {log} 2>&1"
+
+
+rule mlflow_import:
+    """The single MLflow writer: imports every finished job once (re-runs import nothing twice)."""
+    input:
+        metrics=[f"{run_dir(job)}/metrics.json" for job in training_jobs()],
+    output:
+        f"{RESULTS}/mlflow_import.json",
+    params:
+        experiment=config["mlflow"]["experiment"],
+        results_dir=RESULTS,
+        tracking_uri=f"--tracking-uri {config['mlflow']['tracking_uri']}" if config["mlflow"].get("tracking_uri") else "",
+    log:
+        "logs/mlflow_import.log",
+    shell:
+        "prdnet mlflow-import --metrics {input.metrics} --results-dir {params.results_dir} --experiment {params.experiment} "
+        "{params.tracking_uri} --out {output} > {log} 2>&1"
