@@ -1,12 +1,12 @@
 """Model cost: parameter counts, forward+backward time, and the diffraction module's scaling.
 
 Prints, measured in one run on this machine (CPU):
-  (a) parameter counts of every model × preset × diffraction mode (the paper reports ~20.9M
-      for PRDNet);
-  (b) forward+backward time per batch of ``--batch-size`` embedded crystals for cgcnn and
-      prdnet without diffraction and with each mode, as a ratio to the same backbone without
-      diffraction (the variants are timed in turn, ``--repeats`` rounds, median per variant, so
-      a change in machine load hits them all alike);
+  (a) parameter counts of every model × preset × diffraction mode, and each backbone at its
+      paper's size beside its published count (:data:`PUBLISHED_PARAMETERS`);
+  (b) forward+backward time per batch of ``--batch-size`` embedded crystals for every model
+      (``--models``) without diffraction and with each mode, as a ratio to the same backbone
+      without diffraction (the variants are timed in turn, ``--repeats`` rounds, median per
+      variant, so a change in machine load hits them all alike);
   (c) the diffraction module alone (``--scaling``): time of forward+backward and the memory
       autograd holds for the backward pass (bytes of the distinct tensors saved by the
       forward) against atoms × reflections, on n×1×1 supercells of one crystal, for several
@@ -15,6 +15,7 @@ Prints, measured in one run on this machine (CPU):
     python benchmarks/bench_models.py                       # (a) and (b), small preset
     python benchmarks/bench_models.py --preset paper        # (b) with the paper sizes
     python benchmarks/bench_models.py --scaling             # (c) as well
+    python benchmarks/bench_models.py --models alignn prdnet --modes none paper
 """
 
 from __future__ import annotations
@@ -31,8 +32,17 @@ from prdnet.data.loader import structure_to_data
 from prdnet.models import build_model, count_parameters, load_presets
 from prdnet.models.base import crystal_geometry
 from prdnet.models.diffraction import build_diffraction, miller_indices, reciprocal_sphere
+from prdnet.models.registry import BACKBONES
 
 PAPER_PARAMETERS = 20.9e6
+PUBLISHED_PARAMETERS = {
+    "prdnet": (20.9e6, "PRDNet paper (with its diffraction module)"),
+    "alignn": (4.0e6, "ComFormer paper, cost table (JARVIS formation energy)"),
+    "matformer": (2.9e6, "ComFormer paper, cost table"),
+    "icomformer": (4.1e6, "ComFormer paper, cost table"),
+}
+"""Published parameter counts (see /work/shared/paper/published-scores.md, "Cost anchors");
+the CGCNN, SchNet and MEGNet papers give none."""
 MODES = (None, "paper", "invariant")
 
 
@@ -40,7 +50,7 @@ def parameter_table() -> None:
     print("## Parameters\n")
     print("| model | preset | none | paper | invariant |\n|---|---|---|---|---|")
     presets = load_presets()
-    for name in ("prdnet", "cgcnn"):
+    for name in BACKBONES:
         for preset in presets["models"][name]:
             counts = [
                 count_parameters(build_model({"name": name, "preset": preset, "diffraction": mode}, "regression"))
@@ -50,6 +60,20 @@ def parameter_table() -> None:
     paper = count_parameters(build_model({"name": "prdnet", "preset": "paper", "diffraction": "paper"}, "regression"))
     print(f"\nPRDNet paper preset with paper-mode diffraction: {paper / 1e6:.1f}M "
           f"= {paper / PAPER_PARAMETERS:.2f} × the paper's {PAPER_PARAMETERS / 1e6:.1f}M\n")
+    print("## Paper-size backbones against their published counts\n")
+    print("| model | paper preset (no diffraction) | + paper diffraction | published | ratio | source |")
+    print("|---|---|---|---|---|---|")
+    for name in BACKBONES:
+        alone, plugged = (
+            count_parameters(build_model({"name": name, "preset": "paper", "diffraction": mode}, "regression"))
+            for mode in (None, "paper")
+        )
+        published, source = PUBLISHED_PARAMETERS.get(name, (None, "not published"))
+        reference = plugged if name == "prdnet" else alone
+        ratio = f"{reference / published:.2f}" if published else "–"
+        shown = f"{published / 1e6:.1f}M" if published else "–"
+        print(f"| {name} | {alone / 1e6:.2f}M | {plugged / 1e6:.2f}M | {shown} | {ratio} | {source} |")
+    print()
 
 
 def forward_backward_seconds(model: torch.nn.Module, batch: Batch) -> float:
@@ -61,7 +85,7 @@ def forward_backward_seconds(model: torch.nn.Module, batch: Batch) -> float:
     return time.perf_counter() - start
 
 
-def timing_table(batch: Batch, preset: str, repeats: int) -> None:
+def timing_table(batch: Batch, preset: str, repeats: int, names=("cgcnn", "prdnet"), modes=MODES) -> None:
     diffraction = load_presets()["diffraction"][preset]
     _, lattice = crystal_geometry(batch, torch.float32)
     hkl, crystal = reciprocal_sphere(lattice, diffraction["invariant"]["q_max"], friedel_half=True)
@@ -72,7 +96,7 @@ def timing_table(batch: Batch, preset: str, repeats: int) -> None:
     print(f"paper mode: {terms:,} atom × Miller-index terms; "
           f"invariant mode: {len(hkl):,} reflections (half of each ±Q pair), "
           f"{pairs:,} atom–reflection pairs\n")
-    variants = [(name, mode) for name in ("cgcnn", "prdnet") for mode in MODES]
+    variants = [(name, mode) for name in names for mode in modes]
     models = {}
     for name, mode in variants:
         torch.manual_seed(0)
@@ -86,7 +110,7 @@ def timing_table(batch: Batch, preset: str, repeats: int) -> None:
     print("| model | diffraction | seconds / batch (median) | ratio to backbone alone |\n|---|---|---|---|")
     for name, mode in variants:
         seconds = statistics.median(times[name, mode])
-        baseline = statistics.median(times[name, None])
+        baseline = statistics.median(times[name, None]) if (name, None) in times else float("nan")
         print(f"| {name} | {mode or 'none'} | {seconds:.3f} | {seconds / baseline:.2f} |")
     print()
 
@@ -162,13 +186,18 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1, help="torch threads (1 avoids OpenMP spin on a busy CPU)")
     parser.add_argument("--scaling", action="store_true", help="also measure the diffraction module's scaling")
     parser.add_argument("--skip-parameters", action="store_true")
+    parser.add_argument("--models", nargs="+", default=list(BACKBONES), choices=list(BACKBONES), metavar="MODEL",
+                        help="backbones to time (default all)")
+    parser.add_argument("--modes", nargs="+", default=["none", "paper", "invariant"],
+                        choices=["none", "paper", "invariant"], help="diffraction modes to time")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     if not args.skip_parameters:
         parameter_table()
     crystals = sample_structures(embedded_data_path(), args.batch_size, args.max_atoms, pool=args.pool)
     batch = Batch.from_data_list([structure_to_data(s, dtype=torch.float32) for _, s, _ in crystals])
-    timing_table(batch, args.preset, args.repeats)
+    modes = [None if mode == "none" else mode for mode in args.modes]
+    timing_table(batch, args.preset, args.repeats, args.models, modes)
     if args.scaling:
         scaling_table(args.repeats)
 

@@ -16,6 +16,18 @@ For each model (randomly initialised, seeded, eval mode so BatchNorm uses its ru
 statistics) and diffraction mode it reports max over crystals of |y' − y| / |y|, next to the
 spread (max − min) / mean |y| of its predictions over the crystals, which shows that a small
 change is not a constant output.
+
+Models (:data:`AUDITED`): every backbone of the registry at its published design, and
+Matformer without its lattice edges. Two published designs read the cell basis, and the audit
+shows it rather than hiding it (:data:`BASIS_DEPENDENT`, the transforms each one is expected
+to fail, asserted by ``tests/test_audit.py``):
+- Matformer's self-connecting edges have lengths |a|, |b|, |c| of the stored cell: another
+  basis (a' = a + b) or the 2×1×1 supercell (|2a|) changes them;
+- iComFormer's edge features use the angles between each bond and the stored lattice vectors:
+  a basis change or supercell changes the vectors, and the mirror image written in a
+  right-handed basis (l → −M l while v → M v) flips the sign of every such cosine.
+The others (CGCNN, SchNet, MEGNet, ALIGNN, PRDNet, Matformer without lattice edges) use only
+distances and bond angles, and are invariant to every transform to float64 rounding.
 Run: ``python -m prdnet.audit --n-crystals 8``.
 """
 
@@ -43,7 +55,27 @@ TOLERANCE = 1e-5
 """Largest relative change (float64) counted as invariant."""
 BASIS_CHANGE = np.array([[1, 1, 0], [0, 1, 0], [0, 0, 1]])
 MIRROR = np.diag([-1.0, 1.0, 1.0])
-MODELS = ("cgcnn", "prdnet")
+AUDITED: dict[str, dict] = {
+    "cgcnn": {"name": "cgcnn"},
+    "schnet": {"name": "schnet"},
+    "megnet": {"name": "megnet"},
+    "alignn": {"name": "alignn"},
+    "matformer": {"name": "matformer"},
+    "matformer (no lattice edges)": {
+        "name": "matformer",
+        "hyperparameters": {"backbone": {"lattice_edges": False}},
+    },
+    "icomformer": {"name": "icomformer"},
+    "prdnet": {"name": "prdnet"},
+}
+"""Audited models: row label → model spec (preset and diffraction are set by the audit)."""
+MODELS = tuple(AUDITED)
+BASIS_DEPENDENT: dict[str, tuple[str, ...]] = {
+    "matformer": ("basis change", "supercell 2×1×1"),
+    "icomformer": ("reflection", "basis change", "supercell 2×1×1"),
+}
+"""The transforms a model without diffraction is expected to fail (module docstring); every
+model not listed is invariant by construction."""
 DIFFRACTION_MODES = (None, "paper", "invariant")
 
 
@@ -170,7 +202,7 @@ def run_audit(
     for model_name in models:
         for mode in diffraction_modes:
             torch.manual_seed(seed)
-            spec = {"name": model_name, "preset": preset, "diffraction": mode}
+            spec = {**AUDITED[model_name], "preset": preset, "diffraction": mode}
             model = build_model(spec, "regression", presets=presets)
             model = model.double().eval()
             with torch.no_grad():
@@ -206,11 +238,14 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--config", default=str(DEFAULT_CONFIG), help="config holding datasets.<dataset>.path")
     parser.add_argument("--data", default=None, help="embedded MP file (overrides --config)")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (the graphs are small)")
+    parser.add_argument("--models", nargs="+", default=list(MODELS), choices=list(MODELS), metavar="MODEL",
+                        help=f"models to audit (default all: {', '.join(MODELS)})")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     path = Path(args.data) if args.data else embedded_data_path(args.config)
     crystals = sample_structures(path, args.n_crystals, args.max_atoms, seed=args.seed)
-    rows = run_audit([structure for _, structure, _ in crystals], preset=args.preset, seed=args.seed)
+    structures = [structure for _, structure, _ in crystals]
+    rows = run_audit(structures, preset=args.preset, seed=args.seed, models=args.models)
     print(f"Invariance audit: {len(crystals)} crystals ({', '.join(c[0] for c in crystals)}), "
           f"preset {args.preset}, float64, largest relative change of the prediction\n")
     print(format_table(rows))

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -31,14 +32,39 @@ def prepare(args: argparse.Namespace) -> None:
     )
 
 
+def download(args: argparse.Namespace) -> None:
+    """Fetch a networked source into its cache under resources/ (run where the network is)."""
+    options = args.options
+    source = options["source"]
+    if source == "mp_live":
+        from prdnet.data.sources import mp_live
+
+        meta = mp_live.download(options)
+    elif source in ("mp_2018", "jarvis_dft_3d_2021"):
+        from prdnet.data.sources import jarvis
+
+        meta = jarvis.download(source, options)
+    elif source == "matbench":
+        from prdnet.data.sources import matbench
+
+        meta = {"file": str(matbench.download(options["matbench_task"], options["matminer_data"]))}
+    else:
+        raise SystemExit(f"source {source!r} has nothing to download")
+    print(f"{args.dataset}: downloaded {json.dumps(meta, sort_keys=True)}")
+
+
 def split(args: argparse.Namespace) -> None:
     from prdnet.data.splits import make_splits, write_splits
     from prdnet.data.tables import read_crystals
     from prdnet.io import write_json
 
-    crystals = read_crystals(pq.read_table(args.structures))
+    from prdnet.io import decode_metadata
+
+    table = pq.read_table(args.structures)
+    crystals = read_crystals(table)
     official = json.loads(Path(args.official_folds).read_text())
-    splits, summary = make_splits(crystals.ids, crystals.targets, args.split, official)
+    candidates = decode_metadata(table.schema).get("prdnet.summary", {}).get("split_candidates")
+    splits, summary = make_splits(crystals.ids, crystals.targets, args.split, official, candidates)
     write_splits(splits, args.out_dir)
     write_json(Path(args.out_dir) / "summary.json", summary)
     for task, folds in summary.items():
@@ -111,11 +137,25 @@ def mlflow_import(args: argparse.Namespace) -> None:
     from prdnet.io import write_json
     from prdnet.tracking import default_tracking_uri, import_runs
 
+    from prdnet.tracking import TrackingServerError, check_server, redact_uri
+
     results = Path(args.results_dir)
-    uri = args.tracking_uri or default_tracking_uri(results)
+    if args.tracking_uri_from_env:
+        # read here, at import time, never passed on the command line (it may carry credentials)
+        uri = os.environ.get("MLFLOW_TRACKING_URI", "").strip()
+        if not uri:
+            sys.exit("prdnet mlflow-import: mlflow.use_env_tracking_uri is true but MLFLOW_TRACKING_URI is not set "
+                     "(e.g. export MLFLOW_TRACKING_URI=http://host:5000)")  # fmt: skip
+    else:
+        uri = args.tracking_uri or default_tracking_uri(results)
+    try:
+        check_server(uri)
+    except TrackingServerError as error:
+        sys.exit(f"prdnet mlflow-import: {error}. Nothing was lost: the finished jobs' results stay under "
+                 f"{results}/ and are imported when the workflow runs again with the server up.")  # fmt: skip
     ledger = import_runs([Path(p).parent for p in args.metrics], results, uri, args.experiment)
     write_json(args.out, ledger)
-    print(f"MLflow {uri}: imported {ledger['imported']}, replaced {ledger['replaced']}, "
+    print(f"MLflow {redact_uri(uri)}: imported {ledger['imported']}, replaced {ledger['replaced']}, "
           f"already there {ledger['skipped']}")  # fmt: skip
 
 
@@ -136,6 +176,11 @@ def build_parser() -> argparse.ArgumentParser:
     command.add_argument("--validation", type=_json, required=True, help="the validation config block (JSON)")
     command.add_argument("--out-dir", required=True)
     command.set_defaults(run=prepare)
+
+    command = commands.add_parser("download", help="fetch a networked source (mp_live, mp_2018, jarvis, matbench) into resources/")
+    command.add_argument("--dataset", required=True)
+    command.add_argument("--options", type=_json, required=True, help="the dataset's config block (JSON, with its cache path)")
+    command.set_defaults(run=download)
 
     command = commands.add_parser("split", help="write train/val/test id lists")
     command.add_argument("--structures", required=True)
@@ -181,7 +226,10 @@ def build_parser() -> argparse.ArgumentParser:
     command.add_argument("--metrics", nargs="+", required=True, help="the jobs' metrics.json files")
     command.add_argument("--results-dir", required=True)
     command.add_argument("--experiment", required=True)
-    command.add_argument("--tracking-uri", default=None, help="default: SQLite <results-dir>/mlflow.db")
+    where = command.add_mutually_exclusive_group()
+    where.add_argument("--tracking-uri", default=None, help="default: SQLite <results-dir>/mlflow.db")
+    where.add_argument("--tracking-uri-from-env", action="store_true",
+                       help="use the environment variable MLFLOW_TRACKING_URI (e.g. an http:// server)")  # fmt: skip
     command.add_argument("--out", required=True, help="ledger JSON of imported runs")
     command.set_defaults(run=mlflow_import)
 

@@ -48,8 +48,11 @@ def _cell(mean: float, std: float, n_folds: int, metric: str) -> str:
     return f"{text} ± {std * scale:.2g}" if n_folds > 1 else text
 
 
+METRIC_LABELS = {"accuracy": "acc. %", "roc_auc": "ROC-AUC"}
+
+
 def _header(task: str, metric: str, unit: str, mode: str) -> str:
-    what = "acc. %" if metric == "accuracy" else f"MAE {unit}".strip()
+    what = METRIC_LABELS.get(metric, f"MAE {unit}".strip())
     label = "without diffraction" if mode == NO_DIFFRACTION else f"+{mode}"
     return f"{task} ({what}) {label}"
 
@@ -72,15 +75,18 @@ def wide_table(summary: pd.DataFrame, published: list[dict[str, Any]]) -> pd.Dat
                     scale = 100.0 if r.metric == "accuracy" else 1.0
                     row[f"{task} Δ {mode}"] = f"{(r.mean - base.mean) * scale:+.3g}"
         rows[(model, ablation)] = row
+    extra_columns: dict[str, list[str]] = {task: [] for task in tasks}
     for score in published:
         if score["task"] not in tasks:
             continue
         metric = score.get("metric", "mae")
         unit = score.get("unit", "")
-        rows[(f"{score['model']} (published)", "—")] = {
-            **rows.get((f"{score['model']} (published)", "—"), {}),
-            _header(score["task"], metric, unit, NO_DIFFRACTION): f"{score['value']:.4g}",
-        }
+        # a published model with the diffraction module (PRDNet) sits under our "+paper" column
+        mode = score.get("diffraction", NO_DIFFRACTION)
+        column = _header(score["task"], metric, unit, mode if mode in modes else NO_DIFFRACTION)
+        extra_columns[score["task"]].append(column)
+        label = (f"{score['model']} (published)", score.get("ablation", "—"))
+        rows[label] = {**rows.get(label, {}), column: f"{score['value']:.4g}"}
     ordered_columns = []
     for task in tasks:
         metric_row = summary[summary["task"] == task].iloc[0]
@@ -88,6 +94,8 @@ def wide_table(summary: pd.DataFrame, published: list[dict[str, Any]]) -> pd.Dat
             ordered_columns.append(_header(task, metric_row.metric, metric_row.unit, mode))
             if mode != NO_DIFFRACTION:
                 ordered_columns.append(f"{task} Δ {mode}")
+        # published metrics we do not compute as the primary one (e.g. MatBench ROC-AUC) get their own column
+        ordered_columns += [c for c in dict.fromkeys(extra_columns[task]) if c not in ordered_columns]
     table = pd.DataFrame.from_dict(rows, orient="index")
     table = table.reindex(columns=[c for c in ordered_columns if c in table.columns]).fillna("—")
     table.index = pd.MultiIndex.from_tuples(table.index, names=["model", "ablation"])
@@ -103,11 +111,14 @@ def markdown(table: pd.DataFrame, title: str, notes: list[str]) -> str:
 
 
 def load_published(path: str | Path | None, dataset: str) -> list[dict[str, Any]]:
-    """The published scores of ``dataset`` from the scores file (empty if none)."""
+    """The published scores of ``dataset`` from the scores file (empty if none).
+
+    A score names one ``dataset`` or several (``datasets``, a list: the same protocol reached
+    through several dataset names, e.g. a MatBench task at two locations)."""
     if not path:
         return []
     scores = yaml.safe_load(Path(path).read_text())["scores"]
-    return [s for s in scores if s["dataset"] == dataset]
+    return [s for s in scores if dataset == s.get("dataset") or dataset in s.get("datasets", [])]
 
 
 def write_tables(dataset: str, run_dirs: list[Path], published_path: str | Path | None, out_prefix: Path) -> pd.DataFrame:

@@ -28,6 +28,46 @@ def default_tracking_uri(results_dir: str | Path) -> str:
     return f"sqlite:///{(Path(results_dir) / 'mlflow.db').resolve()}"
 
 
+class TrackingServerError(RuntimeError):
+    """The MLflow tracking server does not answer."""
+
+
+def redact_uri(uri: str) -> str:
+    """The URI without a user name or password (safe to log and to write to disk)."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    parts = urlsplit(uri)
+    if parts.username is None and parts.password is None:
+        return uri
+    host = parts.hostname or ""
+    netloc = f"***@{host}" + (f":{parts.port}" if parts.port else "")
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+def is_remote(tracking_uri: str) -> bool:
+    return tracking_uri.split(":", 1)[0].lower() in {"http", "https"}
+
+
+def check_server(tracking_uri: str, timeout: float = 10) -> None:
+    """For an http(s) tracking URI, fail fast and clearly when the server is down (MLflow's own
+    client would retry for minutes); other stores are left to MLflow."""
+    if not is_remote(tracking_uri):
+        return
+    import urllib.error
+    import urllib.request
+    from urllib.parse import urlsplit, urlunsplit
+
+    parts = urlsplit(tracking_uri)
+    netloc = parts.hostname + (f":{parts.port}" if parts.port else "")  # credentials are not needed for /health
+    url = urlunsplit((parts.scheme, netloc, parts.path.rstrip("/") + "/health", "", ""))
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as response:
+            response.read(64)
+    except (urllib.error.URLError, OSError) as error:
+        reason = getattr(error, "reason", error)
+        raise TrackingServerError(f"MLflow tracking server {redact_uri(tracking_uri)} is not reachable ({reason})") from None
+
+
 def content_hash(run_dir: Path) -> str:
     """SHA-256 of the job's metrics and history: changes exactly when the job was re-run."""
     digest = hashlib.sha256()
@@ -52,11 +92,14 @@ def _chunks(items: list, size: int) -> Iterable[list]:
         yield items[start : start + size]
 
 
-def _experiment_id(client: Any, name: str, artifact_root: Path) -> str:
+def _experiment_id(client: Any, name: str, artifact_root: Path | None) -> str:
+    """The experiment's id, created if new: artifacts under artifact_root, or where the server
+    puts them (its --artifacts-destination) when artifact_root is None."""
     experiment = client.get_experiment_by_name(name)
     if experiment is not None:
         return experiment.experiment_id
-    return client.create_experiment(name, artifact_location=artifact_root.resolve().as_uri())
+    location = None if artifact_root is None else artifact_root.resolve().as_uri()
+    return client.create_experiment(name, artifact_location=location)
 
 
 def _log_run(client: Any, experiment_id: str, run_dir: Path, key: str, digest: str) -> str:
@@ -88,7 +131,8 @@ def import_runs(run_dirs: list[Path], results_dir: Path, tracking_uri: str, expe
     from mlflow.tracking import MlflowClient
 
     client = MlflowClient(tracking_uri=tracking_uri)
-    experiment_id = _experiment_id(client, experiment, results_dir / "mlflow-artifacts")
+    artifact_root = None if is_remote(tracking_uri) else results_dir / "mlflow-artifacts"
+    experiment_id = _experiment_id(client, experiment, artifact_root)
     existing = {}
     for run in client.search_runs([experiment_id], max_results=50000):
         key = run.data.tags.get(RUN_KEY)
@@ -112,5 +156,5 @@ def import_runs(run_dirs: list[Path], results_dir: Path, tracking_uri: str, expe
             replaced += 1
         ledger[key] = _log_run(client, experiment_id, run_dir, key, digest)
         imported += 1
-    return {"tracking_uri": tracking_uri, "experiment": experiment, "imported": imported,
+    return {"tracking_uri": redact_uri(tracking_uri), "experiment": experiment, "imported": imported,
             "skipped": skipped, "replaced": replaced, "runs": ledger}  # fmt: skip

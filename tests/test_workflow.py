@@ -3,50 +3,19 @@ jdft2d, PRDNet and CGCNN with and without diffraction, tiny models, one epoch.""
 
 from __future__ import annotations
 
-import gzip
 import json
-import os
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 import yaml
 
-ROOT = Path(__file__).resolve().parent.parent
-
-
-def snakemake(workdir: Path, *extra: str) -> subprocess.CompletedProcess:
-    bin_dir = Path(sys.executable).parent
-    env = {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}"}
-    command = [
-        str(bin_dir / "snakemake"), "--snakefile", str(ROOT / "Snakefile"), "--directory", str(workdir),
-        "--profile", str(ROOT / "workflow" / "profiles" / "local"),
-        "--configfile", str(workdir / "config.yaml"), "--cores", "2", *extra,
-    ]  # fmt: skip
-    return subprocess.run(command, capture_output=True, text=True, env=env, timeout=600)
+from tiny_workflow import snakemake, write_tiny_config
 
 
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory, mp_embedded_path, matminer_data):
     """A work folder with a tiny config: 40 embedded MP crystals and MatBench jdft2d, run once."""
     workdir = tmp_path_factory.mktemp("workflow")
-    with gzip.open(mp_embedded_path, "rt") as source, gzip.open(workdir / "mp40.jsonl.gz", "wt") as target:
-        for _, line in zip(range(40), source):
-            target.write(line)
-    config = yaml.safe_load((ROOT / "config" / "config.yaml").read_text())
-    config["results_dir"] = "results"
-    config["datasets"]["mp_2018_cgcnn36k"].update(path=str(workdir / "mp40.jsonl.gz"), subset=None)
-    config["datasets"]["matbench_jdft2d"]["matminer_data"] = str(matminer_data)
-    config["featurizer"]["n_shards"] = 2
-    config["published_scores"] = str(ROOT / "config" / "published_scores.yaml")
-    tiny = {"channels": 8, "layers": 1}
-    config["models"] = {
-        "prdnet": {"name": "prdnet", "preset": "small", "hyperparameters": {"backbone": {**tiny, "heads": 2, "head_dim": 4}}},
-        "cgcnn": {"name": "cgcnn", "preset": "small", "hyperparameters": {"backbone": tiny}},
-    }
-    config["training"].update(epochs=1, batch_size=64)
-    (workdir / "config.yaml").write_text(yaml.safe_dump(config))
+    write_tiny_config(workdir, mp_embedded_path, matminer_data)
     first = snakemake(workdir)
     assert first.returncode == 0, first.stderr[-3000:]
     return workdir, first

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import io
+import math
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -35,23 +36,46 @@ def reason_class(reason: str) -> str:
     return reason.split(":")[0]
 
 
-def collect_entries(entries: Any, tasks: list[str], rules: ValidationRules) -> tuple[list[Entry], list[Reject], int]:
-    """Validate entries; return the accepted ones, all rejects and the number read."""
+def collect_entries(
+    entries: Any, tasks: list[str], rules: ValidationRules, candidates: dict[str, Any] | None = None
+) -> tuple[list[Entry], list[Reject], int]:
+    """Validate entries; return the accepted ones, all rejects and the number read.
+
+    If ``candidates`` is a dict it is filled, per task, with the number of entries read whose
+    target is finite (``count``) and ``rejected``: ``[index among those, id]`` of the ones
+    rejected whole, so that index-based split recipes (``matformer``) can be reproduced."""
     accepted: list[Entry] = []
     rejects: list[Reject] = []
     seen: set[str] = set()
     read = 0
+    if candidates is not None:
+        candidates.update({t: {"count": 0, "rejected": []} for t in tasks})
     for entry in entries:
         read += 1
+        with_target = [t for t in tasks if _finite(entry.targets.get(t))]
         if entry.id in seen:
             rejects.append(Reject(entry.id, ALL_TASKS, "duplicate id"))
-            continue
-        seen.add(entry.id)
-        entry_rejects = validate_entry(entry, tasks, rules)
-        rejects.extend(entry_rejects)
-        if not any(r.task == ALL_TASKS for r in entry_rejects):
-            accepted.append(entry)
+            whole_reject = True
+        else:
+            seen.add(entry.id)
+            entry_rejects = validate_entry(entry, tasks, rules)
+            rejects.extend(entry_rejects)
+            whole_reject = any(r.task == ALL_TASKS for r in entry_rejects)
+            if not whole_reject:
+                accepted.append(entry)
+        if candidates is not None:
+            for task in with_target:
+                if whole_reject:
+                    candidates[task]["rejected"].append([candidates[task]["count"], entry.id])
+                candidates[task]["count"] += 1
     return accepted, rejects, read
+
+
+def _finite(value: Any) -> bool:
+    try:
+        return value is not None and math.isfinite(float(value))
+    except (TypeError, ValueError):
+        return False
 
 
 def entries_to_columns(entries: list[Entry], tasks: list[str]) -> CrystalColumns:
@@ -85,7 +109,8 @@ def prepare_dataset(name: str, options: dict[str, Any], rules: ValidationRules, 
     unknown = [t for t in tasks if t not in source.tasks]
     if unknown:
         raise ValueError(f"dataset {name}: unknown task(s) {unknown}; source offers {sorted(source.tasks)}")
-    accepted, rejects, read = collect_entries(source.entries, tasks, rules)
+    candidates: dict[str, Any] = {}
+    accepted, rejects, read = collect_entries(source.entries, tasks, rules, candidates)
     columns = entries_to_columns(accepted, tasks)
     rows = seeded_subset(len(accepted), options.get("subset"), int(options.get("subset_seed", 0)))
     columns = columns.take(rows)
@@ -103,6 +128,7 @@ def prepare_dataset(name: str, options: dict[str, Any], rules: ValidationRules, 
         "tasks": task_info,
         "task_counts": {t: int(np.isfinite(columns.targets[t]).sum()) for t in tasks},
         "validation": vars(rules),
+        "split_candidates": candidates,
     }
     write_parquet(out_dir / "structures.parquet", crystals_table(columns), {"prdnet.summary": summary})
     write_text(out_dir / "rejects.csv", rejects_csv(rejects))

@@ -5,12 +5,19 @@
   and the seed, not on file order.
 - ``matbench``: the official MatBench test folds; the validation set is carved from each
   training fold with a fixed seed, so the test fold never takes part in model selection.
+- ``matformer``: the recipe of Matformer and its successors (ALIGNN, PotNet, ComFormer, ...) on
+  MEGNet's MP-2018.6.1 and JARVIS-DFT 2021: the rows with a target, in source order, are indexed
+  0..N-1, ``random.seed(seed); random.shuffle(indices)``, train = first ``n_train``, val =
+  ``[-(n_val + n_test):-n_test]``, test = last ``n_test``, with explicit counts per task or
+  ``int(fraction · N)``. Rows our validation rejects keep their index (so the other rows land
+  where the published recipe puts them) and are reported, never silently dropped.
 
 Splits are made per task over the crystals that have a finite target for that task.
 """
 
 from __future__ import annotations
 
+import random
 from pathlib import Path
 from typing import Any
 
@@ -66,14 +73,73 @@ def matbench_splits(
     return splits, unusable
 
 
+def matformer_counts(total: int, fractions: tuple[float, float, float]) -> tuple[int, int, int]:
+    """Split sizes from fractions as the Matformer / ALIGNN code computes them: ``int(f · N)`` each."""
+    return tuple(int(f * total) for f in fractions)  # type: ignore[return-value]
+
+
+def matformer_indices(total: int, counts: tuple[int, int, int], seed: int) -> dict[str, list[int]]:
+    """Row indices (0..total-1) of train/val/test by the Matformer recipe.
+
+    ``ids = list(range(N)); random.seed(seed); random.shuffle(ids)``; train = ``ids[:n_train]``,
+    val = ``ids[-(n_val + n_test):-n_test]``, test = ``ids[-n_test:]``. A private
+    ``random.Random(seed)`` gives the same permutation as the global ``random.seed``.
+    """
+    n_train, n_val, n_test = counts
+    if min(counts) < 0 or n_test == 0 or n_train + n_val + n_test > total:
+        raise ValueError(f"matformer split: counts {list(counts)} do not fit {total} rows (need n_test > 0, sum <= N)")
+    order = list(range(total))
+    random.Random(seed).shuffle(order)
+    return {"train": order[:n_train], "val": order[-(n_val + n_test) : -n_test], "test": order[-n_test:]}
+
+
+def candidate_rows(usable: list[str], rejected: list[tuple[int, str]] | None, total: int | None) -> tuple[list[str], set[int]]:
+    """The source's rows with a target, in order: usable ids with the validation rejects put back
+    at their recorded row index. Returns the rows and the indices of the rejected ones."""
+    if not rejected or total is None or total != len(usable) + len(rejected):
+        return list(usable), set()
+    rows: list[str | None] = [None] * total
+    for index, entry_id in rejected:
+        rows[index] = entry_id
+    remaining = iter(usable)
+    filled = [row if row is not None else next(remaining) for row in rows]
+    return filled, {index for index, _ in rejected}
+
+
+def matformer_split(
+    usable: list[str], split_options: dict[str, Any], task: str, candidates: dict[str, Any] | None = None
+) -> tuple[dict[str, list[str]], list[str]]:
+    """The Matformer split of one task. ``usable`` are the ids with a finite target in source order;
+    ``candidates`` (from the prepare summary) holds the row count and the rows validation rejected.
+    Returns the split and the test ids that cannot be used."""
+    candidates = candidates or {}
+    rows, rejected = candidate_rows(usable, [tuple(r) for r in candidates.get("rejected", [])], candidates.get("count"))
+    counts = (split_options.get("counts") or {}).get(task)
+    if counts is None:
+        if "fractions" not in split_options:
+            raise ValueError(f"matformer split: no counts for task {task!r} and no fractions")
+        counts = matformer_counts(len(rows), tuple(split_options["fractions"]))
+    indices = matformer_indices(len(rows), tuple(counts), split_options["seed"])
+    split = {name: [rows[i] for i in part if i not in rejected] for name, part in indices.items()}
+    return split, [rows[i] for i in indices["test"] if i in rejected]
+
+
 def make_splits(
-    ids: list[str], targets: dict[str, np.ndarray], split_options: dict[str, Any], official_folds: dict[str, list[str]]
-) -> tuple[dict[str, dict[str, dict[str, list[str]]]], dict[str, Any]]:
-    """Splits for every task: ``{task: {fold: {train|val|test: ids}}}`` and a summary of counts."""
+    ids: list[str], targets: dict[str, np.ndarray], split_options: dict[str, Any], official_folds: dict[str, list[str]],
+    candidates: dict[str, Any] | None = None,
+) -> tuple[dict[str, dict[str, dict[str, list[str]]]], dict[str, Any]]:  # fmt: skip
+    """Splits for every task: ``{task: {fold: {train|val|test: ids}}}`` and a summary of counts.
+
+    ``candidates`` (``summary['split_candidates']`` of the prepare step) is used by the
+    ``matformer`` kind only."""
     splits, summary = {}, {}
     for task, values in targets.items():
         usable = [i for i, v in zip(ids, values) if np.isfinite(v)]
-        if split_options["kind"] == "random":
+        if split_options["kind"] == "matformer":
+            split, unusable_test = matformer_split(usable, split_options, task, (candidates or {}).get(task))
+            splits[task] = {"fold0": split}
+            unusable = {"fold0": unusable_test}
+        elif split_options["kind"] == "random":
             fractions = tuple(split_options["fractions"])
             splits[task] = {"fold0": random_split(usable, fractions, split_options["seed"])}
             unusable = {}

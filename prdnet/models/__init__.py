@@ -1,4 +1,5 @@
-"""Crystal property models: backbones (PRDNet, CGCNN), the diffraction plug-in and the registry.
+"""Crystal property models: backbones (PRDNet, CGCNN, SchNet, MEGNet, ALIGNN, Matformer,
+iComFormer; one file each), the diffraction plug-in and the registry.
 
 ``build_model(spec, task_kind)`` is the entry point; see :mod:`prdnet.models.registry`.
 """

@@ -3,10 +3,16 @@
 A backbone maps a batch to node embeddings h [N, F] (and says its width F as
 ``out_channels``). :class:`CrystalPropertyModel` wraps any backbone:
 
-    g = (1/N_b) Σ_{i ∈ b} h_i                                  (mean pooling, [B, F])
+    g = (1/N_b) Σ_{i ∈ b} h_i                                  (mean pooling, [B, G], G = F)
     d = Diffraction(h, r, L, batch)                            (optional plug-in, [B, D])
-    z = MLP_fusion(g ⊕ d)   if a diffraction module is given, else z = g    ([B, F])
+    z = MLP_fusion(g ⊕ d)   if a diffraction module is given, else z = g    ([B, G])
     y = MLP_head(z)         → [B] (regression) or logits [B, C] (classification)
+
+Backbones with their own readout (MEGNet's Set2Set over atoms and bonds plus its global
+state) provide it in one place, :func:`encode`: a backbone that defines
+``encode(batch) -> (h, g)`` and the attribute ``pooled_channels`` G gives its own crystal
+vector g [B, G] instead of the mean of h; h [N, F] still feeds the diffraction plug-in, and
+the fusion and head are sized by G. Every other backbone is pooled by the mean.
 
 so "with and without diffraction" is one constructor argument, identical for every backbone.
 """
@@ -50,11 +56,30 @@ def crystal_geometry(batch: Batch, dtype: torch.dtype) -> tuple[torch.Tensor, to
     return batch.frac_coords.to(dtype), batch.lattice.reshape(-1, 3, 3).to(dtype)
 
 
+def encode(backbone: nn.Module, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
+    """Node embeddings h [N, F] and crystal vector g [B, G] of a batch.
+
+    ``backbone.encode(batch)`` when the backbone defines it (its own readout, e.g. MEGNet's
+    Set2Set ⊕ global state), else h = ``backbone(batch)`` and g = mean of h over each crystal.
+    """
+    if hasattr(backbone, "encode"):
+        return backbone.encode(batch)
+    h = backbone(batch)
+    return h, global_mean_pool(h, batch.batch, size=batch.num_graphs)
+
+
+def pooled_channels(backbone: nn.Module) -> int:
+    """Width G of the crystal vector g of :func:`encode`: ``pooled_channels`` if the backbone
+    has its own readout, else ``out_channels``."""
+    return getattr(backbone, "pooled_channels", backbone.out_channels)
+
+
 class CrystalPropertyModel(nn.Module):
     """A backbone with optional diffraction plug-in, fusion and property head.
 
     Args:
-        backbone: module with ``forward(batch) -> h`` [N, F] and attribute ``out_channels`` F.
+        backbone: module with ``forward(batch) -> h`` [N, F] and attribute ``out_channels`` F;
+            optionally ``encode(batch) -> (h, g)`` and ``pooled_channels`` G (see :func:`encode`).
         task_kind: ``regression`` (output [B]) or ``classification`` (logits [B, num_classes]).
         num_classes: classes for classification.
         head_hidden: width of the head's hidden layers.
@@ -77,7 +102,7 @@ class CrystalPropertyModel(nn.Module):
         super().__init__()
         if task_kind not in ("regression", "classification"):
             raise ValueError(f"task_kind must be 'regression' or 'classification', not {task_kind!r}")
-        width = backbone.out_channels
+        width = pooled_channels(backbone)
         self.task_kind = task_kind
         self.backbone = backbone
         self.diffraction = diffraction
@@ -89,8 +114,7 @@ class CrystalPropertyModel(nn.Module):
 
     def forward(self, batch: Batch) -> torch.Tensor:
         """Predictions [B] (regression) or logits [B, C] (classification)."""
-        h = self.backbone(batch)
-        z = global_mean_pool(h, batch.batch, size=batch.num_graphs)
+        h, z = encode(self.backbone, batch)
         if self.diffraction is not None:
             frac_coords, lattice = crystal_geometry(batch, h.dtype)
             d = self.diffraction(h, frac_coords, lattice, batch.batch, batch.num_graphs)

@@ -114,3 +114,15 @@ def angular_summary(
     total = vectors.new_zeros(num_edges, num_basis).index_add_(0, first, phi)
     count = torch.bincount(first, minlength=num_edges).clamp(min=1).to(vectors.dtype)
     return total / count.unsqueeze(-1)
+
+
+def spacing_width(start: float, stop: float, count: int) -> float:
+    """σ of the RBF of ALIGNN, Matformer and ComFormer, exp(−(x − μ)²/Δμ) = exp(−(x − μ)²/2σ²):
+    σ = √(Δμ/2) for ``count`` centres equally spaced on [start, stop]."""
+    return ((stop - start) / max(count - 1, 1) / 2) ** 0.5
+
+
+def inverse_distance(distances: torch.Tensor, scale: float = 0.75) -> torch.Tensor:
+    """x = −c/d (c in Å, d in Å; unitless, in [−4, 0) for d > 0.19 Å): Matformer's and
+    ComFormer's transform of a length before its RBF, which spreads the short bonds out."""
+    return -scale / distances

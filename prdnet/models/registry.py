@@ -2,7 +2,7 @@
 
 A spec (schema: ``workflow/schemas/model.schema.yaml``)::
 
-    name: prdnet | cgcnn
+    name: prdnet | cgcnn | schnet | megnet | alignn | matformer | icomformer
     preset: small | paper                 # from config/models.yaml (default: small)
     hyperparameters: {backbone: {...}, head: {...}}   # overrides of the preset (optional)
     diffraction: null | paper | invariant | {mode: invariant, q_max: 5.0, ...}
@@ -23,12 +23,25 @@ from typing import Any
 import yaml
 from torch import nn
 
+from prdnet.models.alignn import ALIGNN
 from prdnet.models.base import CrystalPropertyModel, TaskKind
 from prdnet.models.cgcnn import CGCNN
 from prdnet.models.diffraction import build_diffraction
+from prdnet.models.icomformer import IComFormer
+from prdnet.models.matformer import Matformer
+from prdnet.models.megnet import MEGNet
 from prdnet.models.prdnet import PRDNet
+from prdnet.models.schnet import SchNet
 
-BACKBONES: dict[str, type[nn.Module]] = {"prdnet": PRDNet, "cgcnn": CGCNN}
+BACKBONES: dict[str, type[nn.Module]] = {
+    "prdnet": PRDNet,
+    "cgcnn": CGCNN,
+    "schnet": SchNet,
+    "megnet": MEGNet,
+    "alignn": ALIGNN,
+    "matformer": Matformer,
+    "icomformer": IComFormer,
+}
 
 ABLATIONS: dict[str, dict[str, Any]] = {
     "NoDiff": {},  # handled as diffraction = None

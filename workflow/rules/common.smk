@@ -1,15 +1,35 @@
 import json
+import os
 import shlex
+
+from snakemake.exceptions import WorkflowError
 
 from prdnet.config import validate_config
 from prdnet.data.graphs import GraphParams
 from prdnet.data.shards import shard_file_name, shard_set_digest
 
+if not config:
+    raise WorkflowError(
+        "no configuration: pass --configfile (e.g. config/config.yaml) or use a profile that names one "
+        "(workflow/profiles/local)"
+    )
 validate_config(config)
 
 RESULTS = config["results_dir"]
 DATASETS = sorted(config["datasets"])
 N_SHARDS = config["featurizer"]["n_shards"]
+
+# Networked sources read a cache under resources/ written by a download rule (download.smk).
+NETWORK_SOURCES = ("mp_live", "mp_2018", "jarvis_dft_3d_2021")
+for _name, _options in config["datasets"].items():
+    if _options["source"] in NETWORK_SOURCES:
+        _options.setdefault("cache", f"resources/{_options['source']}/{_name}.json.gz")
+_needs_key = sorted(n for n, o in config["datasets"].items() if o["source"] == "mp_live" and not os.path.exists(o["cache"]))
+if _needs_key and not os.environ.get("MP_API_KEY", "").strip():
+    raise WorkflowError(
+        f"dataset(s) {', '.join(_needs_key)} read the live Materials Project (source mp_live): set the environment "
+        "variable MP_API_KEY to your API key (https://next-gen.materialsproject.org/api) before starting the workflow"
+    )
 
 
 ALL_TASKS = sorted({task for options in config["datasets"].values() for task in options["tasks"]})
@@ -53,7 +73,7 @@ def shard_files(dataset):
 
 def folds(dataset):
     split = config["datasets"][dataset]["split"]
-    return ["fold0"] if split["kind"] == "random" else [f"fold{i}" for i in range(5)]
+    return [f"fold{i}" for i in range(5)] if split["kind"] == "matbench" else ["fold0"]
 
 
 def training_jobs(dataset=None):

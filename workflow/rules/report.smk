@@ -56,7 +56,12 @@ rule mlflow_import:
     params:
         experiment=config["mlflow"]["experiment"],
         results_dir=RESULTS,
-        tracking_uri=f"--tracking-uri {config['mlflow']['tracking_uri']}" if config["mlflow"].get("tracking_uri") else "",
+        # use_env_tracking_uri: the job reads MLFLOW_TRACKING_URI itself (it may carry credentials)
+        tracking_uri=(
+            "--tracking-uri-from-env" if config["mlflow"].get("use_env_tracking_uri")
+            else f"--tracking-uri {config['mlflow']['tracking_uri']}" if config["mlflow"].get("tracking_uri")
+            else ""
+        ),
     log:
         "logs/mlflow_import.log",
     shell:

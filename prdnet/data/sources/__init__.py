@@ -80,15 +80,19 @@ def load_source(name: str, options: dict[str, Any]) -> SourceData:
 
 
 def _import_builtin_sources() -> None:
-    from prdnet.data.sources import matbench, mp_embedded  # noqa: F401
+    from prdnet.data.sources import jarvis, matbench, mp_embedded, mp_live  # noqa: F401
 
 
-def structure_from_arrays(lattice: Any, species: Any, frac_coords: Any) -> tuple[Structure | None, str | None]:
-    """Build a pymatgen ``Structure`` from raw arrays, or return the reason it cannot be built."""
+def structure_from_arrays(
+    lattice: Any, species: Any, frac_coords: Any, cartesian: bool = False
+) -> tuple[Structure | None, str | None]:
+    """Build a pymatgen ``Structure`` from raw arrays, or return the reason it cannot be built.
+
+    ``frac_coords`` are Cartesian coordinates (Å) instead when ``cartesian`` is true."""
     for symbol in species:
         if isinstance(symbol, str) and not Element.is_valid_symbol(symbol):
             return None, f"unknown element: {symbol}"
     try:
-        return Structure(lattice, species, frac_coords), None
+        return Structure(lattice, species, frac_coords, coords_are_cartesian=cartesian), None
     except Exception as error:  # pymatgen raises many types for malformed input
         return None, f"malformed structure: {type(error).__name__}: {error}"

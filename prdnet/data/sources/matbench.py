@@ -14,6 +14,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from prdnet.data.sources import Entry, SourceData, Task, register_source
 
 
@@ -34,9 +36,40 @@ def open_matbench_task(benchmark_task: str, matminer_data: str | Path | None) ->
     return benchmark, task
 
 
+STRUCTURE_TASKS = {
+    # the nine MatBench v0.1 structure tasks → the task names this source gives them (task_name of the target)
+    "matbench_dielectric": "n",
+    "matbench_jdft2d": "exfoliation_en",
+    "matbench_log_gvrh": "log10_g_vrh",
+    "matbench_log_kvrh": "log10_k_vrh",
+    "matbench_mp_e_form": "e_form",
+    "matbench_mp_gap": "gap_pbe",
+    "matbench_mp_is_metal": "is_metal",
+    "matbench_perovskites": "e_form",
+    "matbench_phonons": "last_phdos_peak",
+}
+
+
+def target_value(value: Any) -> float | None:
+    """A target as a float; booleans (mp_is_metal) become 1.0 / 0.0, missing values None."""
+    if value is None:
+        return None
+    return float(bool(value)) if isinstance(value, (bool, np.bool_)) else float(value)
+
+
 def _entries(frame: Any, target: str, name: str) -> Iterator[Entry]:
     for material_id, structure, value in zip(frame.index, frame["structure"], frame[target]):
-        yield Entry(str(material_id), structure, {name: None if value is None else float(value)})
+        yield Entry(str(material_id), structure, {name: target_value(value)})
+
+
+def download(benchmark_task: str, matminer_data: str | Path) -> Path:
+    """Fetch one task's data into ``matminer_data`` (matminer's cache layout, ``<task>.json.gz``)."""
+    Path(matminer_data).mkdir(parents=True, exist_ok=True)
+    open_matbench_task(benchmark_task, matminer_data)
+    path = Path(matminer_data) / f"{benchmark_task}.json.gz"
+    if not path.exists():
+        raise FileNotFoundError(f"matminer did not write {path}")
+    return path
 
 
 @register_source("matbench")
