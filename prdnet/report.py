@@ -42,8 +42,13 @@ def summarise(runs: pd.DataFrame) -> pd.DataFrame:
     return grouped.agg(mean="mean", std=lambda v: float(np.std(v)), n_folds="count").reset_index()
 
 
+def _scale(metric: str) -> float:
+    """Accuracy is shown in percent, errors in the target's unit."""
+    return 100.0 if metric == "accuracy" else 1.0
+
+
 def _cell(mean: float, std: float, n_folds: int, metric: str) -> str:
-    scale = 100.0 if metric == "accuracy" else 1.0
+    scale = _scale(metric)
     text = f"{mean * scale:.4g}"
     return f"{text} ± {std * scale:.2g}" if n_folds > 1 else text
 
@@ -72,8 +77,7 @@ def wide_table(summary: pd.DataFrame, published: list[dict[str, Any]]) -> pd.Dat
                     row[_header(task, r.metric, r.unit, mode)] = _cell(r.mean, r.std, r.n_folds, r.metric)
                 if mode != NO_DIFFRACTION and mode in cells and NO_DIFFRACTION in cells:
                     r, base = cells[mode], cells[NO_DIFFRACTION]
-                    scale = 100.0 if r.metric == "accuracy" else 1.0
-                    row[f"{task} Δ {mode}"] = f"{(r.mean - base.mean) * scale:+.3g}"
+                    row[f"{task} Δ {mode}"] = f"{(r.mean - base.mean) * _scale(r.metric):+.3g}"
         rows[(model, ablation)] = row
     extra_columns: dict[str, list[str]] = {task: [] for task in tasks}
     for score in published:

@@ -10,6 +10,7 @@ deletes half-imported runs (no hash tag) left by a killed import, so nothing is 
 
 from __future__ import annotations
 
+import csv
 import hashlib
 import json
 import time
@@ -77,8 +78,6 @@ def content_hash(run_dir: Path) -> str:
 
 
 def _history_metrics(run_dir: Path) -> list[tuple[str, float, int]]:
-    import csv
-
     rows = []
     with open(run_dir / "history.csv", encoding="utf-8") as handle:
         for row in csv.DictReader(handle):

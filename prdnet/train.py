@@ -30,7 +30,8 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from prdnet.data.loader import load_graph_data, make_loader
+from prdnet.data.loader import make_loader, select_data
+from prdnet.data.shards import read_shards
 from prdnet.data.splits import SPLIT_NAMES, read_split
 from prdnet.io import atomic_path, read_parquet_metadata, write_json, write_parquet, write_text
 from prdnet.metrics import primary_metric, task_metrics
@@ -196,8 +197,9 @@ def run_training(job: TrainingJob) -> dict[str, Any]:
     device = choose_device(config.device)
     classification = job.task_kind == "classification"
     splits = {name: read_split(job.split_dir / f"{name}.txt") for name in SPLIT_NAMES}
+    crystals, graphs = read_shards(job.shard_paths)  # once, for all three splits
     data = {
-        name: load_graph_data(job.shard_paths, job.task, ids, classification=classification)
+        name: select_data(crystals, graphs, job.task, ids, classification=classification)
         for name, ids in splits.items()
     }
     loaders = {

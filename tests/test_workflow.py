@@ -99,6 +99,13 @@ def test_mlflow_has_one_run_per_job_with_its_tags(tiny):
     assert runs["params.featurizer.featurizer_version"].notna().all()
 
 
+def dry_run(workdir) -> str:
+    """What a run would do: Snakemake's job stats of a dry run."""
+    plan = snakemake(workdir, "--dry-run", "--quiet", "rules")
+    assert plan.returncode == 0, plan.stderr
+    return plan.stdout
+
+
 def test_second_run_does_nothing_and_adds_no_mlflow_runs(tiny):
     workdir, _ = tiny
     again = snakemake(workdir)
@@ -111,9 +118,8 @@ def test_deleted_job_reruns_only_that_job_and_the_reports(tiny):
     workdir, _ = tiny
     (metrics,) = (workdir / "results" / "matbench_jdft2d" / "runs").glob("*/fold2/cgcnn/paper/default/metrics.json")
     metrics.unlink()
-    plan = snakemake(workdir, "--dry-run", "--quiet", "rules")
-    assert plan.returncode == 0, plan.stderr
-    stats = [line.split() for line in plan.stdout.split("Job stats:")[1].splitlines()]
+    plan = dry_run(workdir)
+    stats = [line.split() for line in plan.split("Job stats:")[1].splitlines()]
     counts = {words[0]: words[1] for words in stats if len(words) == 2 and words[1].isdigit()}
     assert counts == {"train": "1", "aggregate": "1", "matbench_record": "1", "mlflow_import": "1", "all": "1", "total": "5"}
     assert snakemake(workdir).returncode == 0
@@ -124,9 +130,8 @@ def test_deleted_shard_reruns_only_featurize(tiny):
     workdir, _ = tiny
     (shard,) = (workdir / "results" / "matbench_jdft2d" / "graphs").glob("*/shard-001.parquet")
     shard.unlink()
-    plan = snakemake(workdir, "--dry-run", "--quiet", "rules")
-    assert plan.returncode == 0, plan.stderr
-    assert "featurize" in plan.stdout and "prepare" not in plan.stdout and "split " not in plan.stdout
+    plan = dry_run(workdir)
+    assert "featurize" in plan and "prepare" not in plan and "split " not in plan
     assert snakemake(workdir, "--until", "featurize").returncode == 0 and shard.exists()
 
 

@@ -93,6 +93,32 @@ def columns_to_data(
     return data
 
 
+def select_data(
+    crystals: CrystalColumns,
+    graphs: GraphColumns,
+    task: str | None = None,
+    ids: Sequence[str] | None = None,
+    classification: bool = False,
+    dtype: torch.dtype = torch.float32,
+) -> list[Data]:
+    """``Data`` for the crystals of read shards, in the order of ``ids`` if given.
+
+    Raises ``KeyError`` naming the ids that are in ``ids`` but in no shard, and
+    ``ValueError`` if a requested crystal has no finite target for ``task``.
+    """
+    if ids is not None:
+        position = {material_id: row for row, material_id in enumerate(crystals.ids)}
+        missing = [i for i in ids if i not in position]
+        if missing:
+            raise KeyError(f"{len(missing)} requested ids are in no graph shard, e.g. {missing[:5]}")
+        rows = np.array([position[i] for i in ids], dtype=np.int64)
+        crystals, graphs = crystals.take(rows), graphs.take(rows)
+    if task is not None and not np.all(np.isfinite(crystals.targets[task])):
+        bad = [i for i, v in zip(crystals.ids, crystals.targets[task]) if not np.isfinite(v)]
+        raise ValueError(f"{len(bad)} crystals have no finite {task} target, e.g. {bad[:5]}")
+    return columns_to_data(crystals, graphs, task, classification, dtype)
+
+
 def load_graph_data(
     shard_paths: Sequence[str | Path],
     task: str | None = None,
@@ -100,31 +126,9 @@ def load_graph_data(
     classification: bool = False,
     dtype: torch.dtype = torch.float32,
 ) -> list[Data]:
-    """``Data`` for the crystals of the given shards, in the order of ``ids`` if given.
-
-    Raises ``KeyError`` naming the ids that are in ``ids`` but in no shard, and
-    ``ValueError`` if a requested crystal has no finite target for ``task``.
-    """
+    """Read shards and give the ``Data`` of :func:`select_data`."""
     crystals, graphs = read_shards(list(shard_paths))
-    if ids is not None:
-        position = {material_id: row for row, material_id in enumerate(crystals.ids)}
-        missing = [i for i in ids if i not in position]
-        if missing:
-            raise KeyError(f"{len(missing)} requested ids are in no graph shard, e.g. {missing[:5]}")
-        rows = np.array([position[i] for i in ids], dtype=np.int64)
-        crystals, graphs = crystals.take(rows), _take_graphs(graphs, rows)
-    if task is not None and not np.all(np.isfinite(crystals.targets[task])):
-        bad = [i for i, v in zip(crystals.ids, crystals.targets[task]) if not np.isfinite(v)]
-        raise ValueError(f"{len(bad)} crystals have no finite {task} target, e.g. {bad[:5]}")
-    return columns_to_data(crystals, graphs, task, classification, dtype)
-
-
-def _take_graphs(graphs: GraphColumns, rows: np.ndarray) -> GraphColumns:
-    starts = np.concatenate(([0], np.cumsum(graphs.edge_counts)))
-    edges = np.concatenate([np.arange(starts[r], starts[r + 1]) for r in rows]) if len(rows) else np.zeros(0, int)
-    return GraphColumns(
-        graphs.edge_counts[rows], graphs.source[edges], graphs.target[edges], graphs.offset[edges], graphs.distance[edges]
-    )
+    return select_data(crystals, graphs, task, ids, classification, dtype)
 
 
 def structure_to_data(

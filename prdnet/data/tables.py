@@ -19,6 +19,18 @@ from prdnet.data.graphs import PeriodicGraph
 TARGET_PREFIX = "target."
 
 
+def ragged_rows(counts: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """Flat indices of the items of ``rows`` in a ragged array with per-row ``counts``, in row order.
+
+    Vectorized: item j of the output belongs to row r = rows[k] and is start[r] + (its rank within r).
+    """
+    rows = np.asarray(rows, dtype=np.int64)
+    starts = np.concatenate(([0], np.cumsum(counts)))[:-1]
+    lengths = np.asarray(counts)[rows]
+    first_of_each = np.concatenate(([0], np.cumsum(lengths)))[:-1]
+    return np.repeat(starts[rows] - first_of_each, lengths) + np.arange(int(lengths.sum()))
+
+
 @dataclass
 class CrystalColumns:
     """C crystals with N atoms in all, as flat arrays."""
@@ -36,8 +48,7 @@ class CrystalColumns:
 
     def take(self, rows: np.ndarray) -> "CrystalColumns":
         """The crystals at ``rows`` (in that order)."""
-        starts = self.atom_slices()
-        atoms = np.concatenate([np.arange(starts[r], starts[r + 1]) for r in rows]) if len(rows) else np.zeros(0, int)
+        atoms = ragged_rows(self.atom_counts, rows)
         return CrystalColumns(
             ids=[self.ids[r] for r in rows],
             atom_counts=self.atom_counts[rows],
@@ -57,6 +68,11 @@ class GraphColumns:
     target: np.ndarray  # [E] int32
     offset: np.ndarray  # [E, 3] int32
     distance: np.ndarray  # [E] float64
+
+    def take(self, rows: np.ndarray) -> "GraphColumns":
+        """The graphs at ``rows`` (in that order)."""
+        edges = ragged_rows(self.edge_counts, rows)
+        return GraphColumns(self.edge_counts[rows], self.source[edges], self.target[edges], self.offset[edges], self.distance[edges])
 
 
 def _list_array(values: np.ndarray, counts: np.ndarray, value_type: pa.DataType) -> pa.Array:
