@@ -5,6 +5,8 @@ PYTHON ?= python3.11
 VENV ?= .venv
 CONFIG ?= config/config.yaml
 CORES ?= all
+# GPUs of this machine: at most this many GPU training jobs run at once (each in its own slot, prdnet/gpu_slots.py)
+GPUS ?= $(shell nvidia-smi -L 2>/dev/null | grep -c '^GPU')
 BIN := $(abspath $(VENV))/bin
 STAMP := $(VENV)/.installed
 
@@ -23,7 +25,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 run: $(STAMP)
-	PATH="$(BIN):$$PATH" $(BIN)/snakemake --profile workflow/profiles/local --configfile $(CONFIG) --cores $(CORES)
+	PATH="$(BIN):$$PATH" $(BIN)/snakemake --profile workflow/profiles/local --configfile $(CONFIG) --cores $(CORES) --resources gpu=$(GPUS)
 
 dry-run: $(STAMP)
 	PATH="$(BIN):$$PATH" $(BIN)/snakemake --profile workflow/profiles/local --configfile $(CONFIG) --dry-run

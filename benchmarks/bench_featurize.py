@@ -65,7 +65,7 @@ def main() -> None:
     sample_rows = np.sort(np.random.default_rng(0).choice(len(entries), min(args.sample, len(entries)), replace=False))
     sample = crystals.take(sample_rows)
     start = time.perf_counter()
-    graphs, _, _ = build_graphs(sample, params)
+    _, graphs, _, _ = build_graphs(sample, params)
     single = time.perf_counter() - start
     rate_single = len(sample_rows) / single
     print(f"(b) graph construction, 1 process: {len(sample_rows)} crystals in {single:.2f} s = {rate_single:.0f} structures/s")

@@ -85,7 +85,8 @@ def featurize(args: argparse.Namespace) -> None:
 
 
 def train(args: argparse.Namespace) -> None:
-    from prdnet.train import TrainingConfig, TrainingJob, run_training
+    from prdnet.guards import SanityThresholds
+    from prdnet.train import TrainingJob, resolve_training, run_job
 
     summary = json.loads(Path(args.dataset_summary).read_text())
     task_info = summary["tasks"][args.task]
@@ -97,11 +98,13 @@ def train(args: argparse.Namespace) -> None:
         task_kind=task_info["kind"],
         unit=task_info["unit"],
         model_spec=args.model_spec,
-        training=TrainingConfig(**args.training),
+        training=resolve_training(args.model_spec, args.training),
         out_dir=Path(args.out_dir),
         labels=labels,
+        atom_features=Path(args.atom_features) if args.atom_features else None,
+        sanity=SanityThresholds(**args.sanity),
     )
-    metrics = run_training(job)
+    metrics = run_job(job)
     print(json.dumps(metrics, indent=2))
 
 
@@ -202,7 +205,11 @@ def build_parser() -> argparse.ArgumentParser:
     command.add_argument("--dataset-summary", required=True, help="the dataset's summary.json (task kinds, units)")
     command.add_argument("--task", required=True)
     command.add_argument("--model-spec", type=_json, required=True, help="model spec (JSON, model.schema.yaml)")
-    command.add_argument("--training", type=_json, required=True, help="the training config block (JSON)")
+    command.add_argument("--training", type=_json, default={},
+                         help="overrides of the model preset's training recipe, key by key (JSON)")
+    command.add_argument("--sanity", type=_json, default={}, help="thresholds of the sanity guards (JSON)")
+    command.add_argument("--atom-features", default=None,
+                         help="CGCNN's element table (atom_init.json) for presets with atom_input: cgcnn")
     command.add_argument("--labels", type=_json, default={}, help="dataset, fold, model, diffraction, ablation (JSON)")
     command.add_argument("--out-dir", required=True)
     command.set_defaults(run=train)

@@ -39,15 +39,43 @@ def _describe(error: jsonschema.ValidationError) -> str:
     return f"config key '{_key_path(error)}': {error.message}"
 
 
+def workflow_names() -> dict[str, list[str]]:
+    """The names the workflow's wildcards take, from the model registry (the one list):
+    ``model`` (backbones), ``diffraction`` (``none`` + modes), ``ablation`` (``default`` + ablations)."""
+    from prdnet.models.registry import ABLATIONS, BACKBONES, DIFFRACTION_MODES
+
+    return {
+        "model": list(BACKBONES),
+        "diffraction": ["none", *DIFFRACTION_MODES],
+        "ablation": ["default", *ABLATIONS],
+    }
+
+
+def load_model_schema() -> dict[str, Any]:
+    """The model spec schema, its name lists filled from the model registry."""
+    from prdnet.models.registry import ABLATIONS, BACKBONES, DIFFRACTION_MODES
+
+    schema = yaml.safe_load(MODEL_SCHEMA_PATH.read_text(encoding="utf-8"))
+    schema["properties"]["name"]["enum"] = list(BACKBONES)
+    schema["$defs"]["diffraction_mode"]["enum"] = list(DIFFRACTION_MODES)
+    schema["$defs"]["ablation"]["enum"] = list(ABLATIONS)
+    schema["$defs"]["presets_file"]["properties"]["models"]["propertyNames"]["enum"] = list(BACKBONES)
+    return schema
+
+
 def load_schema() -> dict[str, Any]:
-    """The configuration schema."""
-    return yaml.safe_load(SCHEMA_PATH.read_text(encoding="utf-8"))
+    """The configuration schema, its name lists filled from the model registry."""
+    schema = yaml.safe_load(SCHEMA_PATH.read_text(encoding="utf-8"))
+    experiment = schema["properties"]["experiments"]["items"]["properties"]
+    names = workflow_names()
+    experiment["diffraction"]["items"]["enum"] = names["diffraction"]
+    experiment["ablations"]["items"]["enum"] = names["ablation"]
+    return schema
 
 
 def _schema_registry() -> Registry:
     """Resolves ``$ref: model.schema.yaml`` to the model spec schema."""
-    model_schema = yaml.safe_load(MODEL_SCHEMA_PATH.read_text(encoding="utf-8"))
-    return Registry().with_resource("model.schema.yaml", Resource.from_contents(model_schema, DRAFT202012))
+    return Registry().with_resource("model.schema.yaml", Resource.from_contents(load_model_schema(), DRAFT202012))
 
 
 def _check_references(config: dict[str, Any]) -> None:
@@ -63,6 +91,40 @@ def _check_references(config: dict[str, Any]) -> None:
         for model in experiment["models"]:
             if model not in config["models"]:
                 raise ConfigError(f"{where}.models': unknown model {model!r}; defined: {sorted(config['models'])}")
+    _check_model_specs(config)
+
+
+def _any_atom_table() -> Path | None:
+    """The registry's default element table if present: enough to build a model on the meta
+    device when the configured one is not (yet) there."""
+    from prdnet.models.registry import DEFAULT_ATOM_FEATURES
+
+    return DEFAULT_ATOM_FEATURES if DEFAULT_ATOM_FEATURES.exists() else None
+
+
+def _check_model_specs(config: dict[str, Any]) -> None:
+    """Every model spec resolves and builds: known preset, only hyperparameters its model
+    declares, a valid training recipe (a key one model does not take fails here, before any
+    job). Backbones are built on PyTorch's meta device: no memory, no weights."""
+    import torch
+
+    from prdnet.guards import DUMMY_MODEL
+    from prdnet.models.registry import build_model
+    from prdnet.train import resolve_training
+
+    if DUMMY_MODEL in config["models"]:
+        raise ConfigError(f"config key 'models.{DUMMY_MODEL}': the name is reserved for the Dummy baseline every table gets")
+    # the table's existence is the file check's business (a dry run may plan without it)
+    atom_features = config.get("atom_features")
+    atom_features = atom_features if atom_features and Path(atom_features).exists() else None
+    for name, spec in config["models"].items():
+        try:
+            resolve_training(spec, config.get("training"))
+            with torch.device("meta"):
+                build_model({**spec, "diffraction": None, "ablation": None}, "regression",
+                            atom_features=atom_features or _any_atom_table())  # fmt: skip
+        except (ValueError, KeyError, TypeError) as error:
+            raise ConfigError(f"config key 'models.{name}': {error}") from error
 
 
 def validate_config(config: dict[str, Any]) -> dict[str, Any]:

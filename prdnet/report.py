@@ -4,7 +4,9 @@ Per dataset, a table with one row per model variant (model and ablation) and, pe
 test metric without diffraction, with each diffraction mode, and the difference (with −
 without). Tasks with several folds (MatBench) show mean ± standard deviation over folds
 (population std, as the MatBench leaderboard). Published scores are extra rows, labelled
-as published, with their source in the CSV.
+as published, with their source in the CSV. The Dummy baseline (``dummy``, :mod:`prdnet.guards`)
+is a row like any model. A cell any of whose jobs raised a sanity flag carries ``⚠`` and the
+notes under the table name each flagged job and its flags.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ def collect_runs(run_dirs: list[Path]) -> pd.DataFrame:
         row = {**{k: tags[k] for k in ("dataset", "task", "fold", "model", "diffraction", "ablation")}}
         row.update(metric=metrics["metric"], unit=metrics["unit"], value=metrics[f"test_{metrics['metric']}"])
         row.update({k: v for k, v in metrics.items() if k.startswith("test_")})
+        row["flags"] = ",".join(metrics.get("flags", []))
         rows.append(row)
     return pd.DataFrame(rows)
 
@@ -38,8 +41,10 @@ def collect_runs(run_dirs: list[Path]) -> pd.DataFrame:
 def summarise(runs: pd.DataFrame) -> pd.DataFrame:
     """Mean, std (ddof 0) and fold count of the primary metric per (task, model, ablation, diffraction)."""
     keys = ["dataset", "task", "model", "ablation", "diffraction", "metric", "unit"]
-    grouped = runs.groupby(keys, sort=True)["value"]
-    return grouped.agg(mean="mean", std=lambda v: float(np.std(v)), n_folds="count").reset_index()
+    flagged = runs.assign(flagged=runs["flags"].fillna("").astype(bool) if "flags" in runs else False)
+    grouped = flagged.groupby(keys, sort=True)
+    summary = grouped["value"].agg(mean="mean", std=lambda v: float(np.std(v)), n_folds="count")
+    return summary.join(grouped["flagged"].sum().rename("n_flagged")).reset_index()
 
 
 def _scale(metric: str) -> float:
@@ -47,10 +52,14 @@ def _scale(metric: str) -> float:
     return 100.0 if metric == "accuracy" else 1.0
 
 
-def _cell(mean: float, std: float, n_folds: int, metric: str) -> str:
+FLAG_MARK = "⚠"
+
+
+def _cell(mean: float, std: float, n_folds: int, metric: str, n_flagged: int = 0) -> str:
     scale = _scale(metric)
     text = f"{mean * scale:.4g}"
-    return f"{text} ± {std * scale:.2g}" if n_folds > 1 else text
+    text = f"{text} ± {std * scale:.2g}" if n_folds > 1 else text
+    return f"{text} {FLAG_MARK}" if n_flagged else text
 
 
 METRIC_LABELS = {"accuracy": "acc. %", "roc_auc": "ROC-AUC"}
@@ -74,7 +83,7 @@ def wide_table(summary: pd.DataFrame, published: list[dict[str, Any]]) -> pd.Dat
             for mode in modes:
                 if mode in cells:
                     r = cells[mode]
-                    row[_header(task, r.metric, r.unit, mode)] = _cell(r.mean, r.std, r.n_folds, r.metric)
+                    row[_header(task, r.metric, r.unit, mode)] = _cell(r.mean, r.std, r.n_folds, r.metric, r.n_flagged)
                 if mode != NO_DIFFRACTION and mode in cells and NO_DIFFRACTION in cells:
                     r, base = cells[mode], cells[NO_DIFFRACTION]
                     row[f"{task} Δ {mode}"] = f"{(r.mean - base.mean) * _scale(r.metric):+.3g}"
@@ -125,6 +134,13 @@ def load_published(path: str | Path | None, dataset: str) -> list[dict[str, Any]
     return [s for s in scores if dataset == s.get("dataset") or dataset in s.get("datasets", [])]
 
 
+def flag_notes(runs: pd.DataFrame) -> list[str]:
+    """One note per flagged job: where it is and which sanity guards fired (prdnet.guards)."""
+    flagged = runs[runs["flags"].fillna("").astype(bool)] if "flags" in runs else runs.iloc[:0]
+    return [f"{FLAG_MARK} {r.task}/{r.fold}/{r.model}/{r.diffraction}/{r.ablation}: {r.flags.replace(',', ', ')}"
+            for r in flagged.sort_values(["task", "model", "fold"]).itertuples()]  # fmt: skip
+
+
 def write_tables(dataset: str, run_dirs: list[Path], published_path: str | Path | None, out_prefix: Path) -> pd.DataFrame:
     """Write ``<prefix>.md``, ``<prefix>.csv`` (the wide table) and ``<prefix>_runs.csv`` (every job)."""
     runs = collect_runs(run_dirs)
@@ -136,6 +152,9 @@ def write_tables(dataset: str, run_dirs: list[Path], published_path: str | Path 
         f"Test-set metric of each job; {len(folds)} fold(s): {', '.join(folds)}"
         + (" (mean ± std over folds)" if len(folds) > 1 else "") + ".",
         "Δ = with diffraction − without (negative is better for MAE, positive for accuracy).",
+        "dummy = the Dummy baseline: mean of the training targets (majority class for classification), "
+        "fitted on the training and validation parts of each fold.",
+        *flag_notes(runs),
         *[f"{s['model']} (published): {s['source']}" for s in published],
     ]
     write_text(out_prefix.with_suffix(".md"), markdown(table, f"{dataset}: test scores", notes))

@@ -17,7 +17,7 @@ from prdnet.models.diffraction import (
     PaperDiffraction,
     gaussian_shell_volume,
     miller_indices,
-    phase_sums,
+    padded_phase_sums,
     reciprocal_sphere,
     scattering_vectors,
     structure_factor,
@@ -101,19 +101,21 @@ def test_structure_factor_obeys_friedels_law():
     torch.testing.assert_close(imag_minus, -imag)
 
 
-def test_phase_sums_over_a_reflection_list_equal_the_dense_structure_factor():
+def test_padded_phase_sums_of_a_reflection_list_equal_the_dense_structure_factor():
     generator = torch.Generator().manual_seed(1)
     frac = torch.rand(5, 3, generator=generator, dtype=torch.float64)
     batch = torch.tensor([0, 0, 1, 1, 1])
     lattice = torch.stack([TRICLINIC, 1.3 * TRICLINIC])
     hkl, crystal = reciprocal_sphere(lattice, 3.0)
     coefficients = torch.randn(5, 2, generator=generator, dtype=torch.float64)
-    real, imag = phase_sums(coefficients, frac, batch, hkl, crystal, 2)
-    for channel in range(2):
-        f = coefficients[:, channel : channel + 1].expand(5, len(hkl))
-        dense_real, dense_imag = structure_factor(f, frac, hkl, batch, 2)
-        torch.testing.assert_close(real[:, channel], dense_real[crystal, torch.arange(len(hkl))])
-        torch.testing.assert_close(imag[:, channel], dense_imag[crystal, torch.arange(len(hkl))])
+    for b, atoms in enumerate([slice(0, 2), slice(2, 5)]):
+        rows = hkl[crystal == b]
+        sums = padded_phase_sums(coefficients[None, atoms], frac[None, atoms], rows.double()[None])[0]
+        for channel in range(2):
+            f = coefficients[:, channel : channel + 1].expand(5, len(rows))
+            dense_real, dense_imag = structure_factor(f, frac, rows, batch, 2)
+            torch.testing.assert_close(sums[0, :, channel], dense_real[b])
+            torch.testing.assert_close(sums[1, :, channel], dense_imag[b])
 
 
 # --- Reflections in a |Q| sphere (invariant mode) ----------------------------------------

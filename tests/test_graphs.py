@@ -1,4 +1,5 @@
-"""The periodic k-NN graph: known neighbour shells, ties, widening, invariances."""
+"""The periodic k-NN rule in the stored cell: known neighbour shells, ties, widening, invariances
+(recipes, radius rule, self-edges and the canonical cell: tests/test_graph_recipes.py)."""
 
 from __future__ import annotations
 
@@ -6,13 +7,16 @@ import numpy as np
 import pytest
 from pymatgen.core import Lattice, Structure
 
-from prdnet.data.graphs import GraphParams, IsolatedAtomError, periodic_knn_graph
+from prdnet.data.graphs import GraphParams, IsolatedAtomError, periodic_graph
 from prdnet.data.sources.mp_embedded import read_mp_embedded
 from tests.conftest import random_rotation
 
 
-def graph_of(structure: Structure, params: GraphParams = GraphParams()):
-    return periodic_knn_graph(structure.lattice.matrix, structure.frac_coords, params)
+STORED = GraphParams(cell="stored")
+
+
+def graph_of(structure: Structure, params: GraphParams = STORED):
+    return periodic_graph(structure.lattice.matrix, structure.frac_coords, params)
 
 
 def neighbours_of(graph, atom: int) -> tuple[np.ndarray, np.ndarray]:
@@ -54,7 +58,7 @@ def test_edge_distance_is_the_norm_of_the_periodic_edge_vector(rock_salt):
 
 
 def test_every_atom_has_at_least_k_neighbours_and_only_ties_beyond_the_kth(mp_embedded_path):
-    params = GraphParams()
+    params = STORED
     for entry in read_mp_embedded(mp_embedded_path, limit=50):
         graph = graph_of(entry.structure, params)
         for atom in range(len(entry.structure)):
@@ -75,7 +79,7 @@ def test_sparse_cell_widens_the_radius_until_k_neighbours():
 def test_atom_without_k_neighbours_within_max_cutoff_is_an_error():
     lonely = Structure(Lattice.cubic(20.0), ["Fe"], [[0, 0, 0]])
     with pytest.raises(IsolatedAtomError):
-        graph_of(lonely, GraphParams(max_cutoff=15.0))
+        graph_of(lonely, GraphParams(cell="stored", max_cutoff=15.0))
 
 
 def test_supercell_atoms_have_the_same_sorted_neighbour_distances(mp_embedded_path):
@@ -90,7 +94,7 @@ def test_rotated_copy_gives_the_same_graph(mp_embedded_path):
     for seed, entry in enumerate(read_mp_embedded(mp_embedded_path, limit=20)):
         rotated_lattice = entry.structure.lattice.matrix @ random_rotation(seed).T
         original = graph_of(entry.structure)
-        rotated = periodic_knn_graph(rotated_lattice, entry.structure.frac_coords)
+        rotated = periodic_graph(rotated_lattice, entry.structure.frac_coords, STORED)
         key = lambda g: sorted(zip(g.target.tolist(), g.source.tolist(), map(tuple, g.offset.tolist())))
         assert key(original) == key(rotated), entry.id
         np.testing.assert_allclose(np.sort(original.distance), np.sort(rotated.distance), atol=1e-9)

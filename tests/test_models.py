@@ -3,25 +3,23 @@
 from __future__ import annotations
 
 import math
-from pathlib import Path
 
 import jsonschema
 import pytest
 import torch
-import yaml
 
 from model_data import embedded_batch, torch_single_thread  # noqa: F401
 from prdnet.models import build_model, count_parameters, load_presets
+from prdnet.models.alignn import line_graph_pairs
 from prdnet.models.base import encode
 from prdnet.models.basis import angular_summary, bond_angle_cosines, edge_pairs, gaussian_basis
 from prdnet.models.diffraction import InvariantDiffraction, PaperDiffraction
-from prdnet.models.matformer import SELF_OFFSETS, with_lattice_edges
-from prdnet.models.registry import BACKBONES, resolve_spec
+from prdnet.config import load_model_schema
+from prdnet.models.registry import ABLATIONS, BACKBONES, DIFFRACTION_MODES, resolve_spec
 
 pytestmark = pytest.mark.usefixtures("torch_single_thread")
 
-SCHEMA_PATH = Path(__file__).resolve().parents[1] / "workflow" / "schemas" / "model.schema.yaml"
-SCHEMA = yaml.safe_load(SCHEMA_PATH.read_text())
+SCHEMA = load_model_schema()  # name lists filled from the registry
 
 BASELINES = ["cgcnn", "schnet", "megnet", "alignn", "matformer", "icomformer"]
 """Every backbone but PRDNet, each with and without the diffraction plug-in."""
@@ -108,7 +106,9 @@ def test_a_float32_model_accepts_float64_geometry():
 
 def test_every_registered_backbone_is_tested_and_in_the_schema():
     assert set(BACKBONES) == set(BASELINES) | {"prdnet"}
-    assert set(SCHEMA["properties"]["name"]["enum"]) == set(BACKBONES)
+    assert SCHEMA["properties"]["name"]["enum"] == list(BACKBONES)
+    assert SCHEMA["$defs"]["diffraction_mode"]["enum"] == list(DIFFRACTION_MODES)
+    assert SCHEMA["$defs"]["ablation"]["enum"] == list(ABLATIONS)
     assert set(load_presets()["models"]) == set(BACKBONES)
     assert all({"small", "paper"} <= set(presets) for presets in load_presets()["models"].values())
 
@@ -147,12 +147,13 @@ def test_megnet_readout_is_set2set_of_atoms_and_bonds_with_the_state_and_feeds_f
     for mode in (None, "paper"):
         model = build_model({"name": "megnet", "diffraction": mode}, "regression")
         h, g = encode(model.backbone, batch)
-        width = model.backbone.out_channels
+        width, pooled = model.backbone.out_channels, model.backbone.pooled_channels
+        channels = model.backbone.node_set2set.channels
         assert h.shape == (batch.num_nodes, width)
-        assert g.shape == (6, 5 * width) and model.backbone.pooled_channels == 5 * width
-        assert model.head[0].in_features == 5 * width
+        assert model.backbone.readout[0].in_features == 4 * channels + width  # Set2Set(v) ⊕ Set2Set(e) ⊕ u
+        assert g.shape == (6, pooled) and model.head[0].in_features == pooled
         if mode is not None:
-            assert model.fusion[0].in_features == 5 * width + model.diffraction.out_channels
+            assert model.fusion[0].in_features == pooled + model.diffraction.out_channels
             assert model.diffraction.form[0].in_features == width  # the plug-in reads the atoms' h
 
 
@@ -164,23 +165,13 @@ def test_mean_pooling_is_the_readout_of_backbones_without_their_own():
     torch.testing.assert_close(g, means)
 
 
-def test_matformer_lattice_edges_join_every_atom_to_its_images_along_plus_minus_a_b_c():
-    edge_index = torch.tensor([[1], [0]])
-    edge_offset = torch.tensor([[0, 0, 1]])
-    index, offset = with_lattice_edges(edge_index, edge_offset, 2)
-    assert index.shape == (2, 1 + 12) and offset.shape == (1 + 12, 3)
-    assert (index[0, 1:] == index[1, 1:]).all()
-    assert index[0, 1:].tolist() == [0] * 6 + [1] * 6
-    assert set(map(tuple, offset[1:7].tolist())) == set(map(tuple, SELF_OFFSETS.tolist()))
-    assert build_model({"name": "matformer"}, "regression").backbone.lattice_edges  # the paper's choice
-
-
-def test_alignn_line_graph_holds_every_bond_angle_at_each_atom():
+def test_alignn_line_graph_pairs_each_bond_with_every_bond_into_its_source_atom():
     batch = embedded_batch(3)
-    first, second = edge_pairs(batch.edge_index[1], batch.num_nodes)
-    counts = torch.bincount(batch.edge_index[1], minlength=batch.num_nodes)
-    assert len(first) == int((counts * (counts - 1)).sum())
-    assert (batch.edge_index[1][first] == batch.edge_index[1][second]).all()
+    sending, receiving = line_graph_pairs(batch.edge_index, batch.num_nodes)
+    into = torch.bincount(batch.edge_index[1], minlength=batch.num_nodes)
+    out_of = torch.bincount(batch.edge_index[0], minlength=batch.num_nodes)
+    assert len(sending) == int((into * out_of).sum())
+    assert (batch.edge_index[1][sending] == batch.edge_index[0][receiving]).all()
 
 
 def test_spec_hyperparameters_and_diffraction_overrides_take_precedence_over_the_preset():

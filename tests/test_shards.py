@@ -1,4 +1,5 @@
-"""Graph shards: exact round trip, parameters in the metadata, stable sharding, refusals."""
+"""Graph shards: the recipe's cell and graph stored exactly, recipe in the metadata, stable sharding,
+atoms without neighbours counted, refusals."""
 
 from __future__ import annotations
 
@@ -6,11 +7,12 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 import torch
+from pymatgen.core import Structure
 
-from prdnet.data.graphs import GraphParams, periodic_knn_graph
+from prdnet.data.graphs import GraphParams, featurize_crystal, periodic_graph
 from prdnet.data.loader import load_graph_data, make_loader
 from prdnet.data.prepare import collect_entries, entries_to_columns
-from prdnet.data.shards import featurize_dataset, read_shards, shard_index, shard_set_digest
+from prdnet.data.shards import check_shard_recipe, featurize_dataset, read_shards, shard_index, shard_set_digest
 from prdnet.data.sources.mp_embedded import read_mp_embedded
 from prdnet.data.tables import crystals_table
 from prdnet.data.validate import ValidationRules
@@ -34,7 +36,7 @@ def shard_set(crystals, tmp_path_factory):
     return folder / "graphs", manifest
 
 
-def test_shards_round_trip_exactly(crystals, shard_set):
+def test_shards_hold_the_recipes_canonical_cell_and_its_graph_exactly(crystals, shard_set):
     folder, manifest = shard_set
     read, graphs = read_shards([folder / name for name in manifest["shards"]])
     order = np.argsort(read.ids)
@@ -43,20 +45,66 @@ def test_shards_round_trip_exactly(crystals, shard_set):
     original = crystals.take(np.array([position[read.ids[r]] for r in order]))
     again = read.take(order)
     np.testing.assert_array_equal(again.atomic_numbers, original.atomic_numbers)
-    np.testing.assert_array_equal(again.frac_coords, original.frac_coords)
-    np.testing.assert_array_equal(again.lattices, original.lattices)
     for task in TASKS:
         np.testing.assert_array_equal(again.targets[task], original.targets[task])
-    # the stored graph equals a fresh construction, bit for bit
+    read_starts, original_starts = again.atom_slices(), original.atom_slices()
+    graphs = graphs.take(order)
     edge_starts = np.concatenate(([0], np.cumsum(graphs.edge_counts)))
-    atom_starts = read.atom_slices()
-    for row in range(len(read.ids)):
-        fresh = periodic_knn_graph(read.lattices[row], read.frac_coords[atom_starts[row] : atom_starts[row + 1]])
+    for row in range(len(again.ids)):
+        atoms = slice(original_starts[row], original_starts[row + 1])
+        # the stored cell is featurize_crystal's (canonical) cell of the original, bit for bit
+        fresh = featurize_crystal(original.lattices[row], original.frac_coords[atoms], original.atomic_numbers[atoms], GraphParams())
+        np.testing.assert_array_equal(again.lattices[row], fresh.lattice)
+        np.testing.assert_array_equal(again.frac_coords[read_starts[row] : read_starts[row + 1]], fresh.frac_coords)
+        # and the stored graph is the graph of that cell
+        rebuilt = periodic_graph(again.lattices[row], again.frac_coords[read_starts[row] : read_starts[row + 1]], GraphParams())
         edges = slice(edge_starts[row], edge_starts[row + 1])
-        np.testing.assert_array_equal(graphs.source[edges], fresh.source)
-        np.testing.assert_array_equal(graphs.target[edges], fresh.target)
-        np.testing.assert_array_equal(graphs.offset[edges], fresh.offset)
-        np.testing.assert_array_equal(graphs.distance[edges], fresh.distance)
+        for stored, expected in ((graphs.source, rebuilt.source), (graphs.target, rebuilt.target),
+                                 (graphs.offset, rebuilt.offset), (graphs.distance, rebuilt.distance)):
+            np.testing.assert_array_equal(stored[edges], expected)
+
+
+def test_stored_cell_recipe_keeps_the_input_cell(crystals, tmp_path):
+    subset = crystals.take(np.arange(5))
+    write_parquet(tmp_path / "structures.parquet", crystals_table(subset))
+    manifest = featurize_dataset(tmp_path / "structures.parquet", tmp_path / "g", GraphParams(cell="stored"), n_shards=1)
+    read, _ = read_shards([tmp_path / "g" / manifest["shards"][0]])
+    rows = np.array([read.ids.index(i) for i in subset.ids])
+    np.testing.assert_array_equal(read.take(rows).lattices, subset.lattices)
+    np.testing.assert_array_equal(read.take(rows).frac_coords, subset.frac_coords)
+
+
+def test_atoms_without_a_neighbour_in_the_radius_are_kept_and_counted(crystals, tmp_path, mp_embedded_path):
+    subset = crystals.take(np.arange(8))
+    write_parquet(tmp_path / "structures.parquet", crystals_table(subset))
+    recipe = GraphParams(neighbours="radius", cutoff=2.0)
+    manifest = featurize_dataset(tmp_path / "structures.parquet", tmp_path / "r", recipe, n_shards=2)
+    starts = subset.atom_slices()
+    expected = {}
+    for row, material_id in enumerate(subset.ids):
+        atoms = slice(starts[row], starts[row + 1])
+        structure = Structure(subset.lattices[row], subset.atomic_numbers[atoms], subset.frac_coords[atoms])
+        lonely = sum(1 for site in structure if not structure.get_neighbors(site, 2.0))
+        if lonely:
+            expected[material_id] = lonely
+    assert expected, "the test needs crystals with an atom farther than 2 Å from every other"
+    assert manifest["crystals"] == len(subset.ids) and manifest["graph_rejects"] == 0
+    assert manifest["atoms_without_neighbours"] == sum(expected.values())
+    assert manifest["crystals_with_atoms_without_neighbours"] == len(expected)
+    listed = (tmp_path / "r" / "no_neighbour_atoms.csv").read_text().split()[1:]
+    assert {line.split(",")[0]: int(line.split(",")[1]) for line in listed} == expected
+    per_shard = [read_parquet_metadata(tmp_path / "r" / name)["prdnet.graphs"] for name in manifest["shards"]]
+    assert sum(m["atoms_without_neighbours"] for m in per_shard) == sum(expected.values())
+    read, graphs = read_shards([tmp_path / "r" / name for name in manifest["shards"]])
+    assert int(read.atom_counts.sum()) == int(subset.atom_counts.sum())  # no atom dropped
+
+
+def test_a_job_is_refused_the_shards_of_another_recipe(shard_set):
+    folder, manifest = shard_set
+    paths = [folder / name for name in manifest["shards"]]
+    check_shard_recipe(paths, GraphParams())
+    with pytest.raises(ValueError, match="built with recipe"):
+        check_shard_recipe(paths, GraphParams(lattice_self_edges=12))
 
 
 def test_shard_metadata_holds_parameters_version_and_counts(shard_set):

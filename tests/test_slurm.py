@@ -10,9 +10,11 @@ Needs root and `apt-get install slurm-wlm munge`; skipped elsewhere, a failure i
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import subprocess
+import sys
 import tempfile
 from pathlib import Path
 
@@ -26,6 +28,7 @@ from tiny_workflow import MP, PROFILES, snakemake, write_tiny_config
 pytestmark = pytest.mark.slow
 
 TRAIN_JOBS = 4  # band_gap × fold0 × {prdnet, cgcnn} × {none, paper}
+DUMMY_JOBS = 1  # the Dummy of band_gap × fold0: no GPU
 LOCAL_RULES = {"aggregate", "matbench_record", "mlflow_import", "all"}
 
 
@@ -96,10 +99,12 @@ def test_every_training_job_ran_as_a_slurm_job_asking_for_a_gpu(runs, cluster):
     for rule, rule_calls in sorted(calls.items()):  # the options, without the per-job names, paths and command
         options = {re.sub(r" (--job-name|--output|--comment|-D) \S+", "", call.split(" --wrap")[0]) for call in rule_calls}
         print(f"{rule} ({len(rule_calls)} jobs): {' | '.join(sorted(options))}")
-    assert len(calls["train"]) == TRAIN_JOBS
+    model_calls = [call for call in calls["train"] if "_dummy_none_" not in call]
+    assert len(model_calls) == TRAIN_JOBS and len(calls["train"]) == TRAIN_JOBS + DUMMY_JOBS
     for call in calls["train"]:
-        for option in ("--gpus=1", "--mem 4000", "-t 60", "-p debug", "--cpus-per-task=1"):
+        for option in ("--mem 4000", "-t 60", "-p debug", "--cpus-per-task=1", "--signal=TERM@300"):
             assert option in call, (option, call)
+        assert ("--gpus=1" in call) == (call in model_calls), call
     assert not LOCAL_RULES & set(calls), "local rules were submitted"
     assert {"prepare", "split", "featurize"} <= set(calls)
 
@@ -108,19 +113,20 @@ def test_every_training_job_ran_as_a_slurm_job_asking_for_a_gpu(runs, cluster):
                            capture_output=True, text=True, timeout=30)  # fmt: skip
     jobs = [dict(re.findall(r"(\w+)=(\S*)", line)) for line in shown.stdout.splitlines()]
     train = [job for job in jobs if job.get("Comment", "").startswith("rule_train_wildcards_")]
-    assert len(train) == TRAIN_JOBS, shown.stdout
+    assert len(train) == TRAIN_JOBS + DUMMY_JOBS, shown.stdout
     for job in train:
         assert job["JobState"] == "COMPLETED" and job["Partition"] == "debug", job
-        assert "gpu:1" in job.get("TresPerJob", ""), job  # the fake GRES was allocated
+        if "_dummy_none_" not in job["Comment"]:
+            assert "gpu:1" in job.get("TresPerJob", ""), job  # the fake GRES was allocated
     logs = sorted((remote / ".snakemake" / "slurm_logs" / "rule_train").glob("*/*.log"))
-    assert len(logs) == TRAIN_JOBS
+    assert len(logs) == TRAIN_JOBS + DUMMY_JOBS
     assert {log.stem for log in logs} == {job["JobId"] for job in train}
 
 
 def test_slurm_outputs_equal_a_local_run(runs):
     local, remote, _ = runs
     local_metrics = sorted((local / "results").glob("*/runs/*/*/*/*/*/metrics.json"))
-    assert len(local_metrics) == TRAIN_JOBS
+    assert len(local_metrics) == TRAIN_JOBS + DUMMY_JOBS
     for path in local_metrics:
         other = remote / path.relative_to(local)
         expected, got = json.loads(path.read_text()), json.loads(other.read_text())
@@ -130,4 +136,123 @@ def test_slurm_outputs_equal_a_local_run(runs):
                                       pd.read_parquet(other.parent / "predictions.parquet"))  # fmt: skip
     table = "results/tables/mp_2018_cgcnn36k.csv"
     pd.testing.assert_frame_equal(pd.read_csv(local / table), pd.read_csv(remote / table))
-    assert json.loads((remote / "results" / "mlflow_import.json").read_text())["imported"] == TRAIN_JOBS
+    assert json.loads((remote / "results" / "mlflow_import.json").read_text())["imported"] == TRAIN_JOBS + DUMMY_JOBS
+
+
+# ---------------------------------------------------------------------------------------------
+# A training job longer than its time limit: stopped at the limit, resubmitted, resumed.
+
+# A 2-minute limit (SLURM counts in minutes; 1 minute hardly covers the start of the job-step
+# Snakemake and of `prdnet train`) and SIGTERM 15 s before it (the profile's 300 s lead does not fit;
+# SLURM may send it up to ~30 s earlier still). Each submission spends about three Python start-ups
+# (the batch Snakemake, the job-step Snakemake, `prdnet train`) before training: the test measures
+# one, and the training time, and sizes the job to 1.5 submissions' worth of training, so the first
+# submission is stopped and the next one finishes.
+TIME_LIMIT_MINUTES = 2
+TIME_LIMIT_SIGNAL = "'--signal=TERM@15'"
+SIGNAL_EARLIEST_S = TIME_LIMIT_MINUTES * 60 - 15 - 30
+
+
+def python_start_s() -> float:
+    """Seconds to start Python and import the training module (one of a submission's start-ups)."""
+    import time
+
+    start = time.perf_counter()
+    subprocess.run([sys.executable, "-c", "import prdnet.train"], check=True, timeout=300)
+    return time.perf_counter() - start
+
+
+def epochs_lasting(seconds: float, spec: dict, mp_embedded_path, folder) -> int:
+    """Epochs of the tiny job that take about ``seconds`` on this machine (one thread): the time
+    of 4 epochs less that of 1 (set-up excluded), on the 48-crystal set of tests/training_jobs.py."""
+    import time
+
+    import torch
+
+    from prdnet.train import TrainingConfig, TrainingJob, run_training
+    from training_jobs import LABELS, TASK, build_dataset
+
+    dataset = build_dataset(folder, mp_embedded_path)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    elapsed = {}
+    try:
+        for epochs in (1, 4):
+            start = time.perf_counter()
+            run_training(TrainingJob(shard_paths=dataset["shards"], split_dir=folder / "splits" / TASK / "fold0",
+                                     task=TASK, task_kind="regression", unit="eV/atom",
+                                     model_spec={**spec, "diffraction": None},
+                                     training=TrainingConfig(epochs=epochs, batch_size=8, device="cpu"),
+                                     out_dir=folder / f"out{epochs}", labels=LABELS))  # fmt: skip
+            elapsed[epochs] = time.perf_counter() - start
+    finally:
+        torch.set_num_threads(threads)
+    per_epoch = max((elapsed[4] - elapsed[1]) / 3, 1e-3)
+    return max(20, round(seconds / per_epoch))
+
+
+def test_a_job_longer_than_its_time_limit_is_stopped_and_completes_after_resubmission(
+    cluster, tmp_path_factory, mp_embedded_path, matminer_data
+):
+    import subprocess as sp
+
+    def config(workdir, epochs):
+        config = write_tiny_config(workdir, mp_embedded_path, matminer_data, datasets=(MP,), tasks=["band_gap"],
+                                   train_resources={"runtime": TIME_LIMIT_MINUTES})  # fmt: skip
+        for experiment in config["experiments"]:
+            experiment.update(models=["prdnet"], diffraction=["none"])
+        config["training"].update(epochs=epochs, batch_size=8, patience=None)
+        config["atom_features"] = str(Path(mp_embedded_path).parent.parent / "cgcnn" / "atom_init.json")
+        (workdir / "config.yaml").write_text(yaml.safe_dump(config))
+        return config
+
+    spec = write_tiny_config(tmp_path_factory.mktemp("spec"), mp_embedded_path, matminer_data)["models"]["prdnet"]
+    training_window = SIGNAL_EARLIEST_S - 3 * python_start_s()  # seconds of training per submission
+    assert training_window > 10, (
+        f"this machine is too loaded for a {TIME_LIMIT_MINUTES}-minute SLURM job: starting Python 3 times leaves "
+        f"{training_window:.0f} s of training before the signal"
+    )  # fmt: skip
+    epochs = epochs_lasting(1.5 * training_window, spec, mp_embedded_path, tmp_path_factory.mktemp("calibrate"))
+    profile_dir = tmp_path_factory.mktemp("profile")
+    profile = yaml.safe_load((PROFILES / "slurm" / "config.yaml").read_text())
+    assert profile["retries"] >= 1 and "--signal=TERM@" in profile["set-resources"]["train"]["slurm_extra"]
+    profile["default-resources"]["slurm_partition"] = "'debug'"
+    profile["set-resources"]["train"]["slurm_extra"] = TIME_LIMIT_SIGNAL
+    profile.update({"slurm-status-command": "squeue", "slurm-init-seconds-before-status-checks": 2, "retries": 4})
+    (profile_dir / "config.yaml").write_text(yaml.safe_dump(profile))
+    local, remote = tmp_path_factory.mktemp("local-long"), tmp_path_factory.mktemp("slurm-long")
+    config(local, epochs), config(remote, epochs)
+
+    # the reference (no time limit on the local profile) runs while the cluster works
+    from tiny_workflow import ROOT
+
+    bin_dir = Path(sys.executable).parent
+    command = [str(bin_dir / "snakemake"), "--snakefile", str(ROOT / "Snakefile"), "--directory", str(local),
+               "--profile", str(PROFILES / "local"), "--configfile", str(local / "config.yaml"),
+               "--cores", "1"]  # fmt: skip
+    env = {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}"}
+    reference = sp.Popen(command, stdout=sp.PIPE, stderr=sp.STDOUT, text=True, env=env)
+    slurm_run = snakemake(remote, "--verbose", profile=profile_dir, env=cluster.env, timeout=900)
+    reference_output = reference.communicate(timeout=600)[0]
+    (remote / "snakemake.out").write_text(slurm_run.stdout + slurm_run.stderr)
+    assert reference.returncode == 0, reference_output[-3000:]
+    assert slurm_run.returncode == 0, (slurm_run.stdout + slurm_run.stderr)[-5000:]
+
+    run = "mp_2018_cgcnn36k/runs/band_gap/fold0/prdnet/none/default"
+    calls = [call for call in sbatch_calls(slurm_run.stdout + slurm_run.stderr)["train"] if "_prdnet_none_" in call]
+    assert len(calls) >= 2, f"the {epochs}-epoch job was not resubmitted: {calls}"
+    assert all(f"-t {TIME_LIMIT_MINUTES}" in call and TIME_LIMIT_SIGNAL.strip("'") in call for call in calls)
+    # Snakemake empties the log before each attempt: the last one tells how the earlier ones ended
+    log = (remote / "logs" / "train" / f"{run}.log").read_text()
+    resumed = [line for line in log.splitlines() if line.startswith("resuming from")]
+    assert resumed and re.search(r"earlier stops: attempt 1: SIGTERM (in|after) epoch \d+", resumed[0]), log[-3000:]
+    print(f"{epochs} epochs, {len(calls)} submissions; {resumed[0]}")
+
+    expected_dir, got_dir = local / "results" / run, remote / "results" / run
+    expected, got = (json.loads((d / "metrics.json").read_text()) for d in (expected_dir, got_dir))
+    expected.pop("wall_time_s"), got.pop("wall_time_s")
+    assert got == expected and got["epochs_run"] == epochs
+    assert (got_dir / "history.csv").read_text() == (expected_dir / "history.csv").read_text()
+    pd.testing.assert_frame_equal(pd.read_parquet(got_dir / "predictions.parquet"),
+                                  pd.read_parquet(expected_dir / "predictions.parquet"))  # fmt: skip
+    assert not (got_dir / "checkpoint.pt").exists()

@@ -1,52 +1,159 @@
-"""Periodic k-nearest-neighbour crystal graphs.
+"""Periodic crystal graphs built by a graph recipe (:class:`GraphParams`).
 
-For each atom i, its neighbours are the k nearest atoms j (any periodic image, other than i
-itself in the home cell) within ``cutoff`` Å. An atom with fewer than k neighbours gets its
-search radius widened by ``widen_factor`` until it has k. Every neighbour whose distance is
-within ``tie_tolerance`` Å of the k-th one is kept too, so float noise (a rotated or shifted
-copy of the same crystal) cannot change which atoms are joined.
+A recipe (config/models.yaml ``graphs:``, one per model preset) names
 
-Each edge is stored as (source j, target i, image offset n_ij, distance d_ij) with
-``d_ij = |(r_j + n_ij − r_i) · L|`` (Å), fractional coordinates r and lattice rows L.
-The neighbour search is pymatgen's compiled ``find_points_in_spheres``; the selection is
-vectorized numpy, with no Python loop over atoms.
+- the **cell**: ``stored`` (as the source wrote it) or ``canonical``
+  (:func:`prdnet.data.cell.canonical_cell`: Niggli-reduced, right-handed, ties resolved by the
+  atoms, standard orientation), so that one crystal written in two cells gives one graph;
+- the **neighbour rule**:
+  ``knn``: for each atom i, its ``k`` nearest atoms j (any periodic image other than i itself
+  in the home cell), searched within ``cutoff`` Å and, for an atom with fewer than k, within a
+  radius widened by ``widen_factor`` until it has k (a crystal where some atom has fewer than k
+  within ``max_cutoff`` is rejected: :class:`IsolatedAtomError`); every neighbour within
+  ``tie_tolerance`` Å of the k-th is kept too, so float noise cannot change which atoms are joined;
+  ``radius``: every neighbour with d_ij ≤ ``cutoff``; with ``max_neighbours`` set, only the
+  ``max_neighbours`` nearest of them plus those within ``tie_tolerance`` of the last kept one.
+  An atom with no neighbour within the radius keeps no neighbour edge (zero in-degree, or only
+  its lattice self-edges): it is never dropped, and the featurizer counts such atoms and lists
+  their crystals in the shard metadata and ``no_neighbour_atoms.csv``;
+- **lattice self-edges**: ``lattice_self_edges`` = 0, 6 (i → i with offsets ±a, ±b, ±c) or 12
+  (also ±(a+b), ±(a+c), ±(b+c)), in the basis of the featurized cell, added to every atom unless
+  the neighbour rule already made that edge.
+
+Each edge is (source j, target i, image offset n_ij, distance d_ij), d_ij = |(r_j + n_ij − r_i) L|
+(Å), with fractional coordinates r and lattice rows L; edges are sorted by target, distance,
+source, offset. The neighbour search is pymatgen's compiled ``find_points_in_spheres``; the
+selection is vectorized numpy, with no Python loop over atoms.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import asdict, dataclass
+import math
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, fields
+from typing import Any
 
 import numpy as np
 from pymatgen.optimization.neighbors import find_points_in_spheres
 
-FEATURIZER_VERSION = "1"
-"""Bump when the graph construction changes in a way that changes shards."""
+from prdnet.data.cell import canonical_cell
+
+FEATURIZER_VERSION = "2"
+"""Bump when the graph construction changes in a way that changes shards.
+2: graph recipes (radius rule, lattice self-edges, canonical cell)."""
+
+NEIGHBOUR_RULES = ("knn", "radius")
+CELL_CONVENTIONS = ("stored", "canonical")
+SELF_EDGE_COUNTS = (0, 6, 12)
+_RULE_ONLY_KEYS = {"knn": ("k", "widen_factor", "max_cutoff"), "radius": ("max_neighbours",)}
+"""Recipe keys that only one neighbour rule reads; naming one under the other rule is an error."""
+
+
+class GraphRecipeError(ValueError):
+    """A graph recipe with a missing, unknown or invalid field (the message names it)."""
 
 
 @dataclass(frozen=True)
 class GraphParams:
-    """Parameters of the neighbour graph (config block ``featurizer``)."""
+    """A graph recipe: neighbour rule, cutoff, lattice self-edges and cell convention.
 
+    Defaults are the ``default`` recipe (k = 12 nearest within 8 Å, no self-edges, canonical cell).
+    """
+
+    neighbours: str = "knn"
+    """``knn`` (k nearest + ties) or ``radius`` (all within ``cutoff``, optional cap)."""
     k: int = 12
+    """knn: neighbours per atom (more where tied)."""
     cutoff: float = 8.0
-    """Å, initial search radius."""
+    """Å. knn: initial search radius; radius: the radius."""
+    max_neighbours: int | None = None
+    """radius: keep at most this many nearest per atom (+ ties); None = all within the radius."""
+    undirected: bool = False
+    """Add the reverse i → j (image −n) of every neighbour edge j → i (image n): j and i are joined
+    when either is among the other's neighbours (the ``use_canonize`` undirected graphs of ALIGNN,
+    Matformer, ComFormer and PRDNet's released code)."""
+    lattice_self_edges: int = 0
+    """0, 6 (±a, ±b, ±c) or 12 (also ±(a+b), ±(a+c), ±(b+c))."""
+    cell: str = "canonical"
+    """``stored`` or ``canonical`` (:func:`prdnet.data.cell.canonical_cell`)."""
     tie_tolerance: float = 1e-3
-    """Å, neighbours this close to the k-th distance are kept too."""
+    """Å, neighbours this close to the last kept one are kept too; lattice vectors this close in
+    length count as tied when choosing the canonical cell."""
     widen_factor: float = 1.5
-    """Radius multiplier for atoms with fewer than k neighbours."""
+    """knn: radius multiplier for atoms with fewer than k neighbours."""
     max_cutoff: float = 64.0
-    """Å, beyond this an atom is declared isolated and the crystal is rejected."""
+    """knn: Å, beyond this an atom is declared isolated and the crystal is rejected."""
+
+    def __post_init__(self) -> None:
+        _check(self.neighbours in NEIGHBOUR_RULES, "neighbours", f"must be one of {list(NEIGHBOUR_RULES)}",
+               self.neighbours)
+        _check(_is_int(self.k) and self.k >= 1, "k", "must be an integer ≥ 1", self.k)
+        _check(_is_positive(self.cutoff), "cutoff", "must be a number > 0 (Å)", self.cutoff)
+        if self.neighbours == "knn":
+            _check(self.max_neighbours is None, "max_neighbours", "applies to neighbours: radius only (knn uses k)",
+                   self.max_neighbours)
+        else:
+            _check(self.max_neighbours is None or (_is_int(self.max_neighbours) and self.max_neighbours >= 1),
+                   "max_neighbours", "must be null or an integer ≥ 1", self.max_neighbours)
+        _check(isinstance(self.undirected, bool), "undirected", "must be true or false", self.undirected)
+        _check(_is_int(self.lattice_self_edges) and self.lattice_self_edges in SELF_EDGE_COUNTS,
+               "lattice_self_edges", f"must be one of {list(SELF_EDGE_COUNTS)}", self.lattice_self_edges)
+        _check(self.cell in CELL_CONVENTIONS, "cell", f"must be one of {list(CELL_CONVENTIONS)}", self.cell)
+        _check(_is_number(self.tie_tolerance) and self.tie_tolerance >= 0, "tie_tolerance", "must be a number ≥ 0 (Å)",
+               self.tie_tolerance)
+        _check(_is_number(self.widen_factor) and self.widen_factor > 1, "widen_factor", "must be a number > 1",
+               self.widen_factor)
+        _check(_is_positive(self.max_cutoff) and self.max_cutoff >= self.cutoff, "max_cutoff",
+               f"must be a number ≥ cutoff ({self.cutoff} Å)", self.max_cutoff)
+
+    @classmethod
+    def from_config(cls, recipe: Mapping[str, Any], name: str = "") -> "GraphParams":
+        """The recipe of a config block; an unknown key, or a key of the other neighbour rule,
+        is a :class:`GraphRecipeError` naming the recipe and the key."""
+        where = f"graph recipe {name!r}" if name else "graph recipe"
+        if not isinstance(recipe, Mapping):
+            raise GraphRecipeError(f"{where}: must be a mapping of fields, not {recipe!r}")
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(recipe) - known)
+        if unknown:
+            raise GraphRecipeError(f"{where}: unknown field(s) {unknown}; known: {sorted(known)}")
+        rule = recipe.get("neighbours", cls.neighbours)
+        other = [key for r, keys in _RULE_ONLY_KEYS.items() if r != rule for key in keys if recipe.get(key) is not None]
+        if rule in NEIGHBOUR_RULES and other:
+            raise GraphRecipeError(f"{where}: field(s) {other} do not apply to neighbours: {rule}")
+        try:
+            return cls(**recipe)
+        except GraphRecipeError as error:
+            raise GraphRecipeError(f"{where}: {error}") from None
 
     def identity(self) -> dict[str, object]:
-        """Everything that determines a shard's graphs: the parameters and the featurizer version."""
+        """Everything that determines a shard's graphs: every field and the featurizer version."""
         return {"featurizer_version": FEATURIZER_VERSION, **asdict(self)}
 
     def digest(self) -> str:
         """Short stable hash of :meth:`identity`; names the shard set."""
         text = json.dumps(self.identity(), sort_keys=True)
         return hashlib.sha256(text.encode()).hexdigest()[:10]
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
+
+
+def _is_number(value: Any) -> bool:
+    numeric = isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool)
+    return numeric and math.isfinite(value)
+
+
+def _is_positive(value: Any) -> bool:
+    return _is_number(value) and value > 0
+
+
+def _check(condition: bool, field: str, requirement: str, value: Any) -> None:
+    if not condition:
+        raise GraphRecipeError(f"field {field!r} {requirement}, got {value!r}")
 
 
 @dataclass(frozen=True)
@@ -62,57 +169,91 @@ class PeriodicGraph:
     distance: np.ndarray
     """[E] float, Å."""
 
+    def atoms_without_neighbours(self, n_atoms: int) -> np.ndarray:
+        """Indices of the atoms that are the target of no edge other than a lattice self-edge."""
+        neighbour_edge = self.source != self.target
+        has = np.zeros(n_atoms, dtype=bool)
+        has[self.target[neighbour_edge]] = True
+        return np.flatnonzero(~has)
+
+
+@dataclass(frozen=True)
+class FeaturizedCrystal:
+    """A crystal as its recipe describes it: the cell the graph was built in, and the graph."""
+
+    lattice: np.ndarray
+    """[3, 3] rows a, b, c (Å): the stored or the canonical cell."""
+    frac_coords: np.ndarray
+    """[N, 3] fractional coordinates in that cell (atoms in their input order)."""
+    graph: PeriodicGraph
+
 
 class IsolatedAtomError(ValueError):
-    """An atom has fewer than k neighbours even at ``max_cutoff``."""
+    """An atom has fewer than k neighbours even at ``max_cutoff`` (knn rule)."""
 
 
 _PBC = np.array([1, 1, 1], dtype=np.int64)
+_Edges = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]
+"""(centre, neighbour, image, distance) arrays of a set of edges."""
 
 
-def _neighbour_pairs(cart: np.ndarray, lattice: np.ndarray, centres: np.ndarray, radius: float):
+def _neighbour_pairs(cart: np.ndarray, lattice: np.ndarray, centres: np.ndarray, radius: float) -> _Edges:
     """All (centre, neighbour, image, distance) within ``radius`` of the given centre atoms, self excluded."""
     centre_pos, neighbour, image, distance = find_points_in_spheres(
         cart, np.ascontiguousarray(cart[centres]), radius, _PBC, lattice, tol=1e-8
     )
     centre = centres[centre_pos]
     image = image.astype(np.int64)
-    is_self = (centre == neighbour) & ~image.any(axis=1)
-    keep = ~is_self
+    keep = ~((centre == neighbour) & ~image.any(axis=1))
     return centre[keep], neighbour[keep], image[keep], distance[keep]
 
 
-def _select_k_nearest(centre, neighbour, image, distance, centres, radius, params):
+def _sorted_edges(edges: _Edges) -> _Edges:
+    """Edges sorted by centre, distance, neighbour, image (a deterministic order)."""
+    centre, neighbour, image, distance = edges
+    order = np.lexsort((image[:, 2], image[:, 1], image[:, 0], neighbour, distance, centre))
+    return centre[order], neighbour[order], image[order], distance[order]
+
+
+def _rank_within_centre(centre: np.ndarray, n_atoms: int) -> tuple[np.ndarray, np.ndarray]:
+    """For edges sorted by centre: (rank of each edge within its centre, edges per atom [n_atoms])."""
+    counts = np.bincount(centre, minlength=n_atoms)
+    starts = np.concatenate(([0], np.cumsum(counts)[:-1]))
+    return np.arange(len(centre)) - starts[centre], counts
+
+
+def _nth_distance(edges: _Edges, n: int, n_atoms: int) -> np.ndarray:
+    """[n_atoms] distance of each atom's n-th nearest neighbour (inf where it has fewer)."""
+    centre, _, _, distance = edges
+    rank, _ = _rank_within_centre(centre, n_atoms)
+    nth = np.full(n_atoms, np.inf)
+    at_n = rank == n - 1
+    nth[centre[at_n]] = distance[at_n]
+    return nth
+
+
+def _select_k_nearest(edges: _Edges, centres: np.ndarray, radius: float, params: GraphParams, n_atoms: int):
     """Split centres into those whose k nearest (plus ties) lie within ``radius`` and the rest.
 
-    Returns the selected edges (sorted by centre, then distance) and the centres to widen.
+    Returns the selected edges and the centres to widen.
     """
-    order = np.lexsort((image[:, 2], image[:, 1], image[:, 0], neighbour, distance, centre))
-    centre, neighbour, image, distance = centre[order], neighbour[order], image[order], distance[order]
-    counts = np.bincount(centre, minlength=centres.max() + 1)[centres]
-    starts = np.zeros(centres.max() + 1, dtype=np.int64)
-    starts[centres] = np.concatenate(([0], np.cumsum(counts)[:-1]))
-    enough = counts >= params.k
-    kth = np.full(centres.max() + 1, np.inf)
-    kth_index = starts[centres[enough]] + params.k - 1
-    kth[centres[enough]] = distance[kth_index]
+    edges = _sorted_edges(edges)
+    kth = _nth_distance(edges, params.k, n_atoms)
     # the tie window must lie inside the searched sphere, or a tied neighbour could be missing
-    done = np.zeros(centres.max() + 1, dtype=bool)
+    done = np.zeros(n_atoms, dtype=bool)
     done[centres] = kth[centres] + params.tie_tolerance <= radius
+    centre, _, _, distance = edges
     keep = done[centre] & (distance <= kth[centre] + params.tie_tolerance)
-    edges = (centre[keep], neighbour[keep], image[keep], distance[keep])
-    return edges, centres[~done[centres]]
+    return tuple(part[keep] for part in edges), centres[~done[centres]]
 
 
-def periodic_knn_graph(lattice: np.ndarray, frac_coords: np.ndarray, params: GraphParams = GraphParams()) -> PeriodicGraph:
-    """The periodic k-NN graph of one crystal (lattice rows in Å, fractional coordinates).
+def knn_edges(cart: np.ndarray, lattice: np.ndarray, params: GraphParams) -> _Edges:
+    """The k nearest neighbours of every atom, plus ties (module docstring); widens the radius per atom.
 
-    Raises :class:`IsolatedAtomError` if some atom has fewer than k neighbours within
-    ``params.max_cutoff``.
+    Raises :class:`IsolatedAtomError` if some atom has fewer than k neighbours within ``max_cutoff``.
     """
-    lattice = np.ascontiguousarray(lattice, dtype=float)
-    cart = np.ascontiguousarray(np.asarray(frac_coords, dtype=float) @ lattice)
-    centres = np.arange(len(cart))
+    n_atoms = len(cart)
+    centres = np.arange(n_atoms)
     radius = params.cutoff
     pieces = []
     while centres.size:
@@ -121,14 +262,103 @@ def periodic_knn_graph(lattice: np.ndarray, frac_coords: np.ndarray, params: Gra
                 f"atom {int(centres[0])} has fewer than {params.k} neighbours within {params.max_cutoff} Å"
             )
         pairs = _neighbour_pairs(cart, lattice, centres, radius)
-        edges, centres = _select_k_nearest(*pairs, centres, radius, params)
+        edges, centres = _select_k_nearest(pairs, centres, radius, params, n_atoms)
         pieces.append(edges)
         radius *= params.widen_factor
-    centre, neighbour, image, distance = (np.concatenate(parts) for parts in zip(*pieces))
-    order = np.argsort(centre, kind="stable")
-    return PeriodicGraph(
-        source=neighbour[order].astype(np.int32),
-        target=centre[order].astype(np.int32),
-        offset=image[order].astype(np.int32),
-        distance=distance[order],
+    return tuple(np.concatenate(parts) for parts in zip(*pieces))
+
+
+def radius_edges(cart: np.ndarray, lattice: np.ndarray, params: GraphParams) -> _Edges:
+    """Every neighbour within ``cutoff`` Å; with ``max_neighbours`` = m, only those no farther than
+    each atom's m-th nearest + ``tie_tolerance``."""
+    n_atoms = len(cart)
+    edges = _sorted_edges(_neighbour_pairs(cart, lattice, np.arange(n_atoms), params.cutoff))
+    if params.max_neighbours is None:
+        return edges
+    cap = _nth_distance(edges, params.max_neighbours, n_atoms) + params.tie_tolerance
+    keep = edges[3] <= cap[edges[0]]
+    return tuple(part[keep] for part in edges)
+
+
+def undirected_edges(edges: _Edges) -> _Edges:
+    """``edges`` together with their reverses, each (centre, neighbour, image) once: an edge j → i with
+    image n (r_j + n − r_i) has the reverse i → j with image −n and the same distance (Å)."""
+    centre, neighbour, image, distance = edges
+    both = (
+        np.concatenate([centre, neighbour]),
+        np.concatenate([neighbour, centre]),
+        np.concatenate([image, -image]),
+        np.concatenate([distance, distance]),
     )
+    keys = np.column_stack([both[0], both[1], both[2]]).astype(np.int64)
+    _, first = np.unique(keys, axis=0, return_index=True)
+    first = np.sort(first)
+    return tuple(array[first] for array in both)
+
+
+def lattice_self_offsets(count: int) -> np.ndarray:
+    """[count, 3] integer offsets of the lattice self-edges: 6 = ±a, ±b, ±c; 12 = also ±(a+b),
+    ±(a+c), ±(b+c); 0 = none."""
+    if count not in SELF_EDGE_COUNTS:
+        raise GraphRecipeError(f"field 'lattice_self_edges' must be one of {list(SELF_EDGE_COUNTS)}, got {count!r}")
+    axes = np.eye(3, dtype=np.int64)
+    pairs = np.array([[1, 1, 0], [1, 0, 1], [0, 1, 1]], dtype=np.int64)
+    positive = {0: np.zeros((0, 3), np.int64), 6: axes, 12: np.concatenate([axes, pairs])}[count]
+    return np.concatenate([positive, -positive])
+
+
+def _self_edge_code(atom: np.ndarray, offset: np.ndarray) -> np.ndarray:
+    """One integer per (atom, offset with entries in {-1, 0, 1})."""
+    return atom.astype(np.int64) * 27 + (offset.astype(np.int64) + 1) @ np.array([9, 3, 1])
+
+
+def with_lattice_self_edges(edges: _Edges, lattice: np.ndarray, n_atoms: int, count: int) -> _Edges:
+    """``edges`` plus, for every atom i, the self-edges i → i of :func:`lattice_self_offsets`
+    (distance |n · L|) that are not already among them."""
+    offsets = lattice_self_offsets(count)
+    if not len(offsets):
+        return edges
+    centre = np.repeat(np.arange(n_atoms), len(offsets))
+    image = np.tile(offsets, (n_atoms, 1))
+    distance = np.tile(np.linalg.norm(offsets @ lattice, axis=1), n_atoms)
+    is_existing_self = (edges[0] == edges[1]) & np.all(np.abs(edges[2]) <= 1, axis=1)
+    existing = _self_edge_code(edges[0][is_existing_self], edges[2][is_existing_self])
+    new = ~np.isin(_self_edge_code(centre, image), existing)
+    return (
+        np.concatenate([edges[0], centre[new]]),
+        np.concatenate([edges[1], centre[new]]),
+        np.concatenate([edges[2], image[new]]),
+        np.concatenate([edges[3], distance[new]]),
+    )
+
+
+def periodic_graph(lattice: np.ndarray, frac_coords: np.ndarray, params: GraphParams = GraphParams()) -> PeriodicGraph:
+    """The graph of one crystal in the given cell (lattice rows in Å, fractional coordinates) by the
+    recipe's neighbour rule and lattice self-edges. The cell is used as given: use
+    :func:`featurize_crystal` to apply the recipe's cell convention too."""
+    lattice = np.ascontiguousarray(lattice, dtype=float)
+    cart = np.ascontiguousarray(np.asarray(frac_coords, dtype=float) @ lattice)
+    rule = knn_edges if params.neighbours == "knn" else radius_edges
+    edges = rule(cart, lattice, params)
+    if params.undirected:
+        edges = undirected_edges(edges)
+    edges = with_lattice_self_edges(edges, lattice, len(cart), params.lattice_self_edges)
+    centre, neighbour, image, distance = _sorted_edges(edges)
+    return PeriodicGraph(
+        source=neighbour.astype(np.int32),
+        target=centre.astype(np.int32),
+        offset=image.astype(np.int32),
+        distance=distance.astype(np.float64),
+    )
+
+
+def featurize_crystal(
+    lattice: np.ndarray, frac_coords: np.ndarray, atomic_numbers: np.ndarray, params: GraphParams = GraphParams()
+) -> FeaturizedCrystal:
+    """One crystal as the recipe describes it: its cell (stored, or canonical) and its graph in that
+    cell. This is the one function the shards, the loader and the audit build graphs with."""
+    lattice = np.array(lattice, dtype=float)  # own, writable copies
+    frac_coords = np.array(frac_coords, dtype=float)
+    if params.cell == "canonical":
+        lattice, frac_coords = canonical_cell(lattice, frac_coords, np.asarray(atomic_numbers), params.tie_tolerance)
+    return FeaturizedCrystal(lattice, frac_coords, periodic_graph(lattice, frac_coords, params))

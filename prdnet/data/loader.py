@@ -22,7 +22,7 @@ from pymatgen.core import Structure
 from torch_geometric.data import Data
 from torch_geometric.loader import DataLoader
 
-from prdnet.data.graphs import GraphParams, periodic_knn_graph
+from prdnet.data.graphs import GraphParams, featurize_crystal
 from prdnet.data.shards import read_shards
 from prdnet.data.tables import CrystalColumns, GraphColumns
 
@@ -139,16 +139,20 @@ def structure_to_data(
     dtype: torch.dtype = torch.float64,
     material_id: str = "",
 ) -> Data:
-    """The ``Data`` of one pymatgen structure, with the same graph the featurizer builds."""
-    graph = periodic_knn_graph(structure.lattice.matrix, structure.frac_coords, params)
+    """The ``Data`` of one pymatgen structure as the featurizer stores it under recipe ``params``:
+    the recipe's cell (canonical or stored) and the graph built in it
+    (:func:`prdnet.data.graphs.featurize_crystal`, the function the shards are built with)."""
+    numbers = np.asarray(structure.atomic_numbers)
+    crystal = featurize_crystal(structure.lattice.matrix, structure.frac_coords, numbers, params)
+    graph = crystal.graph
     y = None
     if task is not None and targets is not None:
         y = torch.tensor([targets[task]], dtype=dtype)
     return _crystal_data(
         material_id,
-        torch.as_tensor(np.asarray(structure.atomic_numbers), dtype=torch.long),
-        torch.as_tensor(structure.frac_coords, dtype=dtype),
-        torch.tensor(structure.lattice.matrix, dtype=dtype),
+        torch.as_tensor(numbers, dtype=torch.long),
+        torch.as_tensor(crystal.frac_coords, dtype=dtype),
+        torch.as_tensor(crystal.lattice, dtype=dtype),
         torch.as_tensor(graph.source, dtype=torch.long),
         torch.as_tensor(graph.target, dtype=torch.long),
         torch.as_tensor(graph.offset, dtype=torch.long),

@@ -1,11 +1,21 @@
 """Featurization into Parquet graph shards, and reading them back.
 
+A dataset is featurized once per graph recipe (:class:`~prdnet.data.graphs.GraphParams`), each
+crystal by :func:`~prdnet.data.graphs.featurize_crystal`: the shards store the cell the recipe
+asks for (with ``cell: canonical``, the canonical lattice and fractional coordinates, so every
+model and the diffraction plug-in see that cell) and the graph built in it.
+
 A dataset's crystals are spread over ``n_shards`` files by a stable hash of their id
 (SHA-256, so the assignment never changes between runs or machines). Each shard's schema
-metadata holds the graph parameters and featurizer version (``prdnet.featurizer``), its
-index (``prdnet.shard``) and the dataset's validation counts (``prdnet.summary``). Shard sets
-live in a folder named by the digest of those parameters, so changing a parameter makes a
-new set; reading refuses shards whose parameters differ.
+metadata holds the recipe and featurizer version (``prdnet.featurizer``), its index
+(``prdnet.shard``), the dataset's validation counts (``prdnet.summary``) and the shard's graph
+counts (``prdnet.graphs``: crystals, edges, atoms without a neighbour within a radius rule's
+cutoff and their crystals). Shard sets live in a folder named by the digest of the recipe and
+shard count, so changing a field makes a new set; reading refuses shards whose recipes differ.
+Besides the shards the folder holds ``manifest.json``, ``rejects.csv`` (crystals the recipe
+could not build: a k-NN atom without k neighbours within ``max_cutoff``) and
+``no_neighbour_atoms.csv`` (id, atoms without a neighbour: they stay in the graph with no
+neighbour edge).
 """
 
 from __future__ import annotations
@@ -21,7 +31,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from prdnet.data.graphs import GraphParams, IsolatedAtomError, periodic_knn_graph
+from prdnet.data.graphs import GraphParams, IsolatedAtomError, featurize_crystal
 from prdnet.data.prepare import rejects_csv
 from prdnet.data.tables import CrystalColumns, GraphColumns, crystals_table, read_crystals, read_graphs, stack_graphs
 from prdnet.data.validate import ALL_TASKS, Reject
@@ -43,31 +53,68 @@ def shard_file_name(index: int) -> str:
     return f"shard-{index:03d}.parquet"
 
 
-def build_graphs(crystals: CrystalColumns, params: GraphParams) -> tuple[GraphColumns, np.ndarray, list[Reject]]:
-    """Graphs of all crystals; returns (graphs of the kept crystals, kept row indices, rejects)."""
+def build_graphs(
+    crystals: CrystalColumns, params: GraphParams
+) -> tuple[CrystalColumns, GraphColumns, list[Reject], dict[str, int]]:
+    """Featurize every crystal by the recipe.
+
+    Returns (the kept crystals in the recipe's cell, their graphs, rejects, atoms without a
+    neighbour by crystal id).
+    """
     starts = crystals.atom_slices()
-    graphs, kept, rejects = [], [], []
+    graphs, kept, lattices, frac_coords, rejects, lonely = [], [], [], [], [], {}
     for row in range(len(crystals.ids)):
-        frac = crystals.frac_coords[starts[row] : starts[row + 1]]
+        atoms = slice(starts[row], starts[row + 1])
         try:
-            graphs.append(periodic_knn_graph(crystals.lattices[row], frac, params))
-            kept.append(row)
+            crystal = featurize_crystal(
+                crystals.lattices[row], crystals.frac_coords[atoms], crystals.atomic_numbers[atoms], params
+            )
         except IsolatedAtomError as error:
             rejects.append(Reject(crystals.ids[row], ALL_TASKS, f"isolated atom: {error}"))
-    return stack_graphs(graphs), np.array(kept, dtype=np.int64), rejects
+            continue
+        without = crystal.graph.atoms_without_neighbours(atoms.stop - atoms.start)
+        if without.size:
+            lonely[crystals.ids[row]] = int(without.size)
+        graphs.append(crystal.graph)
+        kept.append(row)
+        lattices.append(crystal.lattice)
+        frac_coords.append(crystal.frac_coords)
+    featurized = crystals.take(np.array(kept, dtype=np.int64))
+    featurized.lattices = np.array(lattices, dtype=np.float64).reshape(-1, 3, 3)
+    featurized.frac_coords = np.concatenate(frac_coords) if frac_coords else np.zeros((0, 3))
+    return featurized, stack_graphs(graphs), rejects, lonely
 
 
-def _featurize_shard(job: tuple[CrystalColumns, GraphParams, Path, dict[str, Any]]) -> list[Reject]:
+def graph_counts(graphs: GraphColumns, lonely: dict[str, int]) -> dict[str, int]:
+    """Counts of a shard's graphs (``prdnet.graphs`` metadata)."""
+    return {
+        "crystals": int(len(graphs.edge_counts)),
+        "edges": int(graphs.edge_counts.sum()),
+        "atoms_without_neighbours": int(sum(lonely.values())),
+        "crystals_with_atoms_without_neighbours": len(lonely),
+    }
+
+
+def _featurize_shard(
+    job: tuple[CrystalColumns, GraphParams, Path, dict[str, Any]],
+) -> tuple[list[Reject], dict[str, int]]:
     crystals, params, path, metadata = job
-    graphs, kept, rejects = build_graphs(crystals, params)
-    write_parquet(path, crystals_table(crystals.take(kept), graphs), metadata)
-    return rejects
+    featurized, graphs, rejects, lonely = build_graphs(crystals, params)
+    write_parquet(path, crystals_table(featurized, graphs), {**metadata, "prdnet.graphs": graph_counts(graphs, lonely)})
+    return rejects, lonely
+
+
+def _lonely_csv(lonely: dict[str, int]) -> str:
+    lines = ["id,atoms_without_neighbours"]
+    lines += [f"{material_id},{count}" for material_id, count in sorted(lonely.items())]
+    return "\n".join(lines) + "\n"
 
 
 def featurize_dataset(
     structures_path: str | Path, out_dir: str | Path, params: GraphParams, n_shards: int, workers: int = 1
 ) -> dict[str, Any]:
-    """Featurize ``structures.parquet`` into ``out_dir/shard-XXX.parquet`` and a ``manifest.json``."""
+    """Featurize ``structures.parquet`` by one recipe into ``out_dir/shard-XXX.parquet``, a
+    ``manifest.json``, ``rejects.csv`` and ``no_neighbour_atoms.csv``."""
     out_dir = Path(out_dir)
     crystals = read_crystals(pq.read_table(structures_path))
     summary = read_parquet_metadata(structures_path).get("prdnet.summary", {})
@@ -83,15 +130,20 @@ def featurize_dataset(
         jobs.append((crystals.take(rows), params, out_dir / shard_file_name(index), metadata))
     if workers > 1:
         with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("fork")) as pool:
-            rejects = [r for part in pool.map(_featurize_shard, jobs) for r in part]
+            results = list(pool.map(_featurize_shard, jobs))
     else:
-        rejects = [r for job in jobs for r in _featurize_shard(job)]
+        results = [_featurize_shard(job) for job in jobs]
+    rejects = [r for part, _ in results for r in part]
+    lonely = {material_id: count for _, part in results for material_id, count in part.items()}
     write_text(out_dir / "rejects.csv", rejects_csv(rejects))
+    write_text(out_dir / "no_neighbour_atoms.csv", _lonely_csv(lonely))
     manifest = {
         "featurizer": params.identity(),
         "n_shards": n_shards,
         "crystals": len(crystals.ids) - len(rejects),
         "graph_rejects": len(rejects),
+        "atoms_without_neighbours": int(sum(lonely.values())),
+        "crystals_with_atoms_without_neighbours": len(lonely),
         "shards": [shard_file_name(i) for i in range(n_shards)],
         "validation": summary,
     }
@@ -120,3 +172,18 @@ def read_shards(paths: list[str | Path]) -> tuple[CrystalColumns, GraphColumns]:
         raise ValueError(f"graph shards were built with different featurizer parameters: {identities}")
     table = pa.concat_tables(tables)
     return read_crystals(table), read_graphs(table)
+
+
+def shard_recipe(path: str | Path) -> dict[str, Any]:
+    """The recipe identity (:meth:`GraphParams.identity`) a shard was built with."""
+    return read_parquet_metadata(path).get("prdnet.featurizer", {})
+
+
+def check_shard_recipe(paths: list[str | Path], params: GraphParams) -> None:
+    """Raise ``ValueError`` naming the shard if any was built with another recipe than ``params``
+    (a training job given the shards of another model's recipe)."""
+    expected = params.identity()
+    for path in paths:
+        found = shard_recipe(path)
+        if found != expected:
+            raise ValueError(f"graph shard {path} was built with recipe {found}, but the model's recipe is {expected}")

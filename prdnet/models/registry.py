@@ -3,10 +3,17 @@
 A spec (schema: ``workflow/schemas/model.schema.yaml``)::
 
     name: prdnet | cgcnn | schnet | megnet | alignn | matformer | icomformer
-    preset: small | paper                 # from config/models.yaml (default: small)
+    preset: small | paper | ...           # from config/models.yaml (default: small)
     hyperparameters: {backbone: {...}, head: {...}}   # overrides of the preset (optional)
+    training: {...}                       # overrides of the preset's training recipe (optional)
     diffraction: null | paper | invariant | {mode: invariant, q_max: 5.0, ...}
     ablation: null | NoDiff | SingleHead | NoRes | NoEdge | [list of those]
+
+This module is the one list of names: :data:`BACKBONES` (models), :data:`DIFFRACTION_MODES`,
+:data:`ABLATIONS`. The schemas, ``workflow/rules/common.smk``, the audit and the tests read them
+from here. Each backbone declares the hyperparameters it accepts by its constructor's keyword
+arguments (:func:`accepted_hyperparameters`), so a key one model does not take fails when the
+configuration is checked, before any job. Adding a model is one file plus its presets.
 
 Every backbone takes the diffraction plug-in the same way (:mod:`prdnet.models.base`), so
 ``cgcnn`` + ``diffraction: invariant`` is as valid as ``prdnet`` + ``diffraction: paper``.
@@ -16,6 +23,8 @@ The paper's PRDNet is ``{name: prdnet, preset: paper, diffraction: paper}``.
 from __future__ import annotations
 
 import copy
+import inspect
+import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -24,9 +33,10 @@ import yaml
 from torch import nn
 
 from prdnet.models.alignn import ALIGNN
+from prdnet.models.atom_features import ATOM_INPUTS, atom_table_digest, load_atom_feature_table
 from prdnet.models.base import CrystalPropertyModel, TaskKind
 from prdnet.models.cgcnn import CGCNN
-from prdnet.models.diffraction import build_diffraction
+from prdnet.models.diffraction import DIFFRACTION_MODULES, build_diffraction
 from prdnet.models.icomformer import IComFormer
 from prdnet.models.matformer import Matformer
 from prdnet.models.megnet import MEGNet
@@ -43,6 +53,10 @@ BACKBONES: dict[str, type[nn.Module]] = {
     "icomformer": IComFormer,
 }
 
+DIFFRACTION_MODES: tuple[str, ...] = tuple(DIFFRACTION_MODULES)
+"""The diffraction plug-in's modes (:func:`prdnet.models.diffraction.build_diffraction`); the
+workflow's ``diffraction`` wildcard adds ``none`` (the backbone alone)."""
+
 ABLATIONS: dict[str, dict[str, Any]] = {
     "NoDiff": {},  # handled as diffraction = None
     "SingleHead": {"heads": 1},
@@ -51,7 +65,37 @@ ABLATIONS: dict[str, dict[str, Any]] = {
 }
 """Each ablation as overrides of backbone hyperparameters (PRDNet's paper Table 3)."""
 
-DEFAULT_PRESETS = Path(__file__).resolve().parents[2] / "config" / "models.yaml"
+REPO_ROOT = Path(__file__).resolve().parents[2]
+DEFAULT_PRESETS = REPO_ROOT / "config" / "models.yaml"
+DEFAULT_ATOM_FEATURES = Path(os.environ.get("PRDNET_SHARED_DATA", REPO_ROOT.parent / "shared" / "data")) / "cgcnn" / "atom_init.json"
+"""CGCNN's 92-d element table, used when no path is given (the workflow passes the config's
+``atom_features`` path)."""
+
+CONSTRUCTOR_ONLY = ("atom_table",)
+"""Backbone constructor arguments the registry fills in; not hyperparameters of a preset."""
+
+
+def accepted_hyperparameters(name: str) -> set[str]:
+    """Backbone hyperparameters model ``name`` accepts: its constructor's keyword arguments
+    (less those the registry fills in), plus ``atom_input`` (``cgcnn`` | ``embedding``)
+    for models whose constructor takes an atom table."""
+    parameters = inspect.signature(BACKBONES[name].__init__).parameters
+    accepted = {p for p in parameters if p != "self" and p not in CONSTRUCTOR_ONLY}
+    if "atom_table" in parameters:
+        accepted.add("atom_input")
+    return accepted
+
+
+def check_backbone_hyperparameters(name: str, backbone: Mapping[str, Any], where: str) -> None:
+    """Raise ``ValueError`` naming ``where`` if ``backbone`` has a key model ``name`` does not take."""
+    unknown = sorted(set(backbone) - accepted_hyperparameters(name))
+    if unknown:
+        raise ValueError(
+            f"{where}: model {name!r} takes no hyperparameter(s) {unknown}; it takes {sorted(accepted_hyperparameters(name))}"
+        )
+    atom_input = backbone.get("atom_input")
+    if atom_input is not None and atom_input not in ATOM_INPUTS:
+        raise ValueError(f"{where}: atom_input must be one of {list(ATOM_INPUTS)}, not {atom_input!r}")
 
 
 def load_presets(path: str | Path = DEFAULT_PRESETS) -> dict[str, Any]:
@@ -75,9 +119,13 @@ def _as_list(value: Any) -> list[str]:
 
 
 def resolve_spec(spec: Mapping[str, Any], presets: Mapping[str, Any] | None = None) -> dict[str, Any]:
-    """The full hyperparameters of a spec: ``{name, backbone, head, diffraction_mode, diffraction}``.
+    """The full hyperparameters of a spec: ``{name, preset, backbone, head, diffraction_mode,
+    diffraction, graph, training}``.
 
-    Applies preset → ``hyperparameters`` overrides → ablations, in that order.
+    Applies preset → ``hyperparameters`` overrides → ablations, in that order. ``graph`` is the
+    name of the preset's graph recipe (``default`` when the preset names none) and
+    ``training`` the preset's training recipe with the spec's ``training`` overrides (the
+    workflow's ``training`` block is applied on top by :func:`prdnet.train.resolve_training`).
     """
     presets = load_presets() if presets is None else presets
     name = spec["name"]
@@ -88,6 +136,7 @@ def resolve_spec(spec: Mapping[str, Any], presets: Mapping[str, Any] | None = No
     if preset_name not in model_presets:
         raise ValueError(f"model {name!r} has no preset {preset_name!r}; known: {', '.join(model_presets)}")
     params = _merge(model_presets[preset_name], spec.get("hyperparameters") or {})
+    check_backbone_hyperparameters(name, params["backbone"], f"model {name!r} preset {preset_name!r}")
 
     diffraction = spec.get("diffraction")
     diffraction_overrides: dict[str, Any] = {}
@@ -111,11 +160,35 @@ def resolve_spec(spec: Mapping[str, Any], presets: Mapping[str, Any] | None = No
         diffraction_params = _merge(modes[diffraction], diffraction_overrides)
     return {
         "name": name,
+        "preset": preset_name,
         "backbone": params["backbone"],
         "head": params["head"],
         "diffraction_mode": diffraction,
         "diffraction": diffraction_params,
+        "graph": params.get("graph", "default"),
+        "training": _merge(params.get("training") or {}, spec.get("training") or {}),
     }
+
+
+def backbone_arguments(backbone: Mapping[str, Any], atom_features: str | Path | None = None) -> dict[str, Any]:
+    """Constructor arguments of a resolved backbone block: ``atom_input: cgcnn`` becomes
+    ``atom_table`` = CGCNN's element table read from ``atom_features`` (default
+    :data:`DEFAULT_ATOM_FEATURES`), ``atom_input: embedding`` becomes ``atom_table=None``."""
+    arguments = dict(backbone)
+    atom_input = arguments.pop("atom_input", None)
+    if atom_input == "cgcnn":
+        arguments["atom_table"] = load_atom_feature_table(atom_features or DEFAULT_ATOM_FEATURES)
+    elif atom_input == "embedding":
+        arguments["atom_table"] = None
+    return arguments
+
+
+def atom_features_identity(spec: Mapping[str, Any], atom_features: str | Path | None = None) -> str | None:
+    """Digest of the element table a spec's model reads (None for a learned embedding): what a
+    run records, so a changed table is visible in its parameters."""
+    if resolve_spec(spec)["backbone"].get("atom_input") != "cgcnn":
+        return None
+    return atom_table_digest(load_atom_feature_table(atom_features or DEFAULT_ATOM_FEATURES))
 
 
 def build_model(
@@ -123,11 +196,14 @@ def build_model(
     task_kind: TaskKind,
     num_classes: int = 2,
     presets: Mapping[str, Any] | None = None,
+    atom_features: str | Path | None = None,
 ) -> CrystalPropertyModel:
     """The model described by ``spec`` for a regression (output [B]) or classification task
-    (logits [B, num_classes]). ``presets`` defaults to ``config/models.yaml``."""
+    (logits [B, num_classes]). ``presets`` defaults to ``config/models.yaml``;
+    ``atom_features`` is the path of CGCNN's element table for presets with
+    ``atom_input: cgcnn`` (default :data:`DEFAULT_ATOM_FEATURES`)."""
     resolved = resolve_spec(spec, presets)
-    backbone = BACKBONES[resolved["name"]](**resolved["backbone"])
+    backbone = BACKBONES[resolved["name"]](**backbone_arguments(resolved["backbone"], atom_features))
     diffraction = (
         build_diffraction(resolved["diffraction_mode"], backbone.out_channels, resolved["diffraction"])
         if resolved["diffraction_mode"] is not None

@@ -4,9 +4,13 @@ import shlex
 
 from snakemake.exceptions import WorkflowError
 
-from prdnet.config import validate_config
-from prdnet.data.graphs import GraphParams
+from prdnet.config import validate_config, workflow_names
+from prdnet.guards import DUMMY_MODEL
+from dataclasses import asdict
+
+from prdnet.data.recipes import DEFAULT_RECIPE, graph_recipe_for, graph_recipes
 from prdnet.data.shards import shard_file_name, shard_set_digest
+from prdnet.models.registry import load_presets
 
 if not config:
     raise WorkflowError(
@@ -33,8 +37,9 @@ if _needs_key and not os.environ.get("MP_API_KEY", "").strip():
 
 
 ALL_TASKS = sorted({task for options in config["datasets"].values() for task in options["tasks"]})
-DIFFRACTION_MODES = ["none", "paper", "invariant"]
-ABLATIONS = ["default", "NoDiff", "SingleHead", "NoRes", "NoEdge"]
+# wildcard values, from the model registry (the one list of names)
+DIFFRACTION_MODES = workflow_names()["diffraction"]
+ABLATIONS = workflow_names()["ablation"]
 RUN = "{dataset}/runs/{task}/{fold}/{model}/{diffraction}/{ablation}"
 """A training job's folder below RESULTS: one job per dataset/task/fold/model/diffraction/ablation."""
 JOB_FILES = ["metrics.json", "predictions.parquet", "history.csv", "model.pt", "run.json"]
@@ -44,7 +49,7 @@ wildcard_constraints:
     dataset="|".join(DATASETS),
     task="|".join(ALL_TASKS),
     fold=r"fold\d+",
-    model="|".join(sorted(config["models"])),
+    model="|".join(sorted([*config["models"], DUMMY_MODEL])),
     diffraction="|".join(DIFFRACTION_MODES),
     ablation="|".join(ABLATIONS),
 
@@ -54,21 +59,42 @@ def as_json(block):
     return shlex.quote(json.dumps(block, sort_keys=True))
 
 
-def graph_options():
-    """The featurizer block without the keys that do not change the graphs' content."""
-    return {k: v for k, v in config["featurizer"].items() if k != "workers"}
+# Graph recipes (config/models.yaml `graphs:`): each model preset names one; a dataset is
+# featurized once per distinct recipe its jobs use, into a folder named by the recipe's digest.
+MODEL_PRESETS = load_presets()
+try:
+    GRAPH_RECIPES = graph_recipes(MODEL_PRESETS)
+    MODEL_RECIPES = {name: graph_recipe_for(spec, MODEL_PRESETS) for name, spec in config["models"].items()}
+except ValueError as error:
+    raise WorkflowError(f"graph recipes (config/models.yaml): {error}") from error
+SHARD_SETS = {shard_set_digest(recipe, N_SHARDS): recipe for recipe in [*GRAPH_RECIPES.values(), *MODEL_RECIPES.values()]}
+"""Shard-set folder name (recipe digest + shard count) → its recipe."""
 
 
-def graph_params():
-    return GraphParams(**{k: v for k, v in graph_options().items() if k != "n_shards"})
+def featurizer_options(digest):
+    """The featurize job's --featurizer argument: every field of the shard set's recipe, and n_shards."""
+    return {**asdict(SHARD_SETS[digest]), "n_shards": N_SHARDS}
 
 
-def shard_dir(dataset):
-    return f"{RESULTS}/{dataset}/graphs/{shard_set_digest(graph_params(), N_SHARDS)}"
+def dataset_recipes(dataset):
+    """The distinct recipes of a dataset's jobs (sorted by digest); the default recipe for a
+    dataset without jobs (it is still prepared, split and featurized)."""
+    recipes = {MODEL_RECIPES[job["model"]] for job in training_jobs(dataset) if job["model"] in MODEL_RECIPES}
+    return sorted(recipes or {GRAPH_RECIPES[DEFAULT_RECIPE]}, key=lambda recipe: recipe.digest())
 
 
-def shard_files(dataset):
-    return [f"{shard_dir(dataset)}/{shard_file_name(i)}" for i in range(N_SHARDS)]
+def job_recipe(dataset, model):
+    """The recipe whose shards a job reads: its model's; the Dummy baseline (which reads only ids
+    and targets) reads the dataset's first."""
+    return MODEL_RECIPES.get(model) or dataset_recipes(dataset)[0]
+
+
+def shard_dir(dataset, recipe):
+    return f"{RESULTS}/{dataset}/graphs/{shard_set_digest(recipe, N_SHARDS)}"
+
+
+def shard_files(dataset, recipe):
+    return [f"{shard_dir(dataset, recipe)}/{shard_file_name(i)}" for i in range(N_SHARDS)]
 
 
 def folds(dataset):
@@ -77,13 +103,16 @@ def folds(dataset):
 
 
 def training_jobs(dataset=None):
-    """Every job the experiments ask for, as wildcard dicts, without duplicates."""
+    """Every job the experiments ask for, as wildcard dicts, without duplicates; each
+    dataset/task/fold also gets its Dummy baseline (prdnet.guards), once."""
     jobs = {}
     for experiment in config["experiments"]:
         for name in experiment["datasets"]:
             tasks = [t for t in config["datasets"][name]["tasks"] if t in experiment.get("tasks", [t])]
             for task in tasks:
                 for fold in folds(name):
+                    dummy = dict(dataset=name, task=task, fold=fold, model=DUMMY_MODEL, diffraction="none", ablation="default")
+                    jobs[tuple(dummy.values())] = dummy
                     for model in experiment["models"]:
                         for diffraction in experiment["diffraction"]:
                             for ablation in experiment["ablations"]:
@@ -98,6 +127,8 @@ def run_dir(job):
 
 
 def model_spec(wildcards):
+    if wildcards.model == DUMMY_MODEL:
+        return {"name": DUMMY_MODEL}
     spec = dict(config["models"][wildcards.model])
     spec["diffraction"] = None if wildcards.diffraction == "none" else wildcards.diffraction
     spec["ablation"] = None if wildcards.ablation == "default" else wildcards.ablation
@@ -120,8 +151,9 @@ def matbench_file(dataset, model, diffraction, ablation):
 def all_outputs():
     outputs = []
     for dataset in DATASETS:
-        outputs += shard_files(dataset)
-        outputs += [f"{shard_dir(dataset)}/manifest.json", f"{RESULTS}/{dataset}/splits/summary.json"]
+        for recipe in dataset_recipes(dataset):
+            outputs += [*shard_files(dataset, recipe), f"{shard_dir(dataset, recipe)}/manifest.json"]
+        outputs.append(f"{RESULTS}/{dataset}/splits/summary.json")
         if training_jobs(dataset):
             outputs.append(f"{RESULTS}/tables/{dataset}.md")
         if is_matbench(dataset):

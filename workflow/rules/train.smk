@@ -1,9 +1,32 @@
+def train_gpus(wildcards):
+    """GPUs of one training job: the config's resources.train.gpu (none for the Dummy)."""
+    return 0 if wildcards.model == DUMMY_MODEL else config["resources"]["train"]["gpu"]
+
+
+def train_launcher(wildcards):
+    """How a training job starts: `prdnet train` on CPU; with GPUs, inside a GPU slot of this
+    machine (prdnet.gpu_slots: its own CUDA_VISIBLE_DEVICES; a no-op inside a SLURM job); with
+    more than one GPU, one data-parallel process per GPU through torchrun on this node."""
+    gpus = train_gpus(wildcards)
+    if gpus == 0:
+        return "prdnet train"
+    slot = f"python -m prdnet.gpu_slots --gpus {gpus} --"
+    if gpus == 1:
+        return f"{slot} prdnet train"
+    return f"{slot} torchrun --standalone --nproc-per-node {gpus} -m prdnet.cli train"
+
+
 rule train:
-    """Train one model variant on one task and fold; test once on the best-validation weights."""
+    """Train one model variant on one task and fold; test once on the best-validation weights.
+
+    The job checkpoints every epoch (checkpoint.pt in its folder, deleted when it has finished) and
+    resumes from it when run again; stopped by SIGTERM/SIGUSR1 it writes the checkpoint and exits 75
+    (prdnet.preemption), and the profiles' `retries` re-run it."""
     input:
-        shards=lambda w: shard_files(w.dataset),
+        shards=lambda w: shard_files(w.dataset, job_recipe(w.dataset, w.model)),
         splits=f"{RESULTS}/{{dataset}}/splits/summary.json",
         summary=f"{RESULTS}/{{dataset}}/summary.json",
+        atom_features=config["atom_features"],
     output:
         metrics=f"{RESULTS}/{RUN}/metrics.json",
         predictions=f"{RESULTS}/{RUN}/predictions.parquet",
@@ -13,19 +36,24 @@ rule train:
     params:
         model_spec=lambda w: as_json(model_spec(w)),
         training=as_json(config["training"]),
+        sanity=as_json(config.get("sanity", {})),
         labels=lambda w: as_json({k: w[k] for k in ("dataset", "fold", "model", "diffraction", "ablation")}),
         split_dir=lambda w: f"{RESULTS}/{w.dataset}/splits/{w.task}/{w.fold}",
         out_dir=lambda w: f"{RESULTS}/" + RUN.format(**dict(w.items())),
+        launch=train_launcher,
     threads: config["resources"]["train"]["threads"]
     resources:
         mem_mb=config["resources"]["train"]["mem_mb"],
         runtime=config["resources"]["train"]["runtime"],
-        gpu=config["resources"]["train"]["gpu"],
-        **({"gpu_model": config["resources"]["train"]["gpu_model"]} if config["resources"]["train"].get("gpu_model") else {}),
+        gpu=train_gpus,
+        # the Dummy asks for no GPU, so no GPU model either ("" = none)
+        **({"gpu_model": lambda w: config["resources"]["train"]["gpu_model"] if train_gpus(w) else ""}
+           if config["resources"]["train"].get("gpu_model") else {}),
     log:
         "logs/train/" + RUN + ".log",
     shell:
-        "OMP_NUM_THREADS={threads} MKL_NUM_THREADS={threads} prdnet train --shards {input.shards} "
+        "OMP_NUM_THREADS={threads} MKL_NUM_THREADS={threads} {params.launch} --shards {input.shards} "
         "--split-dir {params.split_dir} --dataset-summary {input.summary} --task {wildcards.task} "
-        "--model-spec {params.model_spec} --training {params.training} --labels {params.labels} "
+        "--model-spec {params.model_spec} --training {params.training} --atom-features {input.atom_features} "
+        "--sanity {params.sanity} --labels {params.labels} "
         "--out-dir {params.out_dir} > {log} 2>&1"
