@@ -275,5 +275,8 @@ def write_outputs(job, model, scaler, history, test_predictions, metrics) -> Non
         **job.labels,
         "seed": job.training.seed,
     }
-    write_json(out / "run.json", {"params": params, "tags": job.labels})
+    end_ms = int(time.time() * 1000)  # the job's real start and end, for MLflow's run duration
+    times = {"start_time_ms": end_ms - int(metrics["wall_time_s"] * 1000), "end_time_ms": end_ms}
+    inputs = {"shard_set": job.shard_paths[0].parent.name, "split_dir": Path(job.split_dir).as_posix()}
+    write_json(out / "run.json", {"params": params, "tags": job.labels, **times, "inputs": inputs})
     write_json(out / "metrics.json", metrics)
