@@ -128,7 +128,7 @@ def aggregate(args: argparse.Namespace) -> None:
 def matbench_record(args: argparse.Namespace) -> None:
     from prdnet.report import write_matbench_results
 
-    folds = {Path(p).parents[3].name: Path(p) for p in args.predictions}
+    folds = {json.loads((Path(p).parent / "run.json").read_text())["tags"]["fold"]: Path(p) for p in args.predictions}
     scores = write_matbench_results(args.matbench_task, args.matminer_data, folds, Path(args.out), args.metadata)
     print(json.dumps(scores, indent=2, default=str))
 

@@ -2,8 +2,8 @@
 
 Per dataset, a table with one row per model variant (model and ablation) and, per task, the
 test metric without diffraction, with each diffraction mode, and the difference (with −
-without). Tasks with several folds (MatBench) show mean ± standard deviation over folds
-(population std, as the MatBench leaderboard). Published scores are extra rows, labelled
+without). Cells with several jobs (MatBench folds, several seeds) show mean ± standard deviation
+over folds and seeds (population std, as the MatBench leaderboard). Published scores are extra rows, labelled
 as published, with their source in the CSV.
 """
 
@@ -29,6 +29,7 @@ def collect_runs(run_dirs: list[Path]) -> pd.DataFrame:
         metrics = json.loads((run_dir / "metrics.json").read_text())
         tags = json.loads((run_dir / "run.json").read_text())["tags"]
         row = {**{k: tags[k] for k in ("dataset", "task", "fold", "model", "diffraction", "ablation")}}
+        row["seed"] = int(tags.get("seed", 0))  # jobs from before the seed wildcard ran seed 0
         row.update(metric=metrics["metric"], unit=metrics["unit"], value=metrics[f"test_{metrics['metric']}"])
         row.update({k: v for k, v in metrics.items() if k.startswith("test_")})
         rows.append(row)
@@ -36,7 +37,8 @@ def collect_runs(run_dirs: list[Path]) -> pd.DataFrame:
 
 
 def summarise(runs: pd.DataFrame) -> pd.DataFrame:
-    """Mean, std (ddof 0) and fold count of the primary metric per (task, model, ablation, diffraction)."""
+    """Mean, std (ddof 0) and job count (folds × seeds) of the primary metric per (task, model,
+    ablation, diffraction)."""
     keys = ["dataset", "task", "model", "ablation", "diffraction", "metric", "unit"]
     grouped = runs.groupby(keys, sort=True)["value"]
     return grouped.agg(mean="mean", std=lambda v: float(np.std(v)), n_folds="count").reset_index()
@@ -132,9 +134,10 @@ def write_tables(dataset: str, run_dirs: list[Path], published_path: str | Path 
     published = load_published(published_path, dataset)
     table = wide_table(summary, published)
     folds = sorted(set(runs["fold"]))
+    seeds = sorted(set(runs["seed"]))
     notes = [
-        f"Test-set metric of each job; {len(folds)} fold(s): {', '.join(folds)}"
-        + (" (mean ± std over folds)" if len(folds) > 1 else "") + ".",
+        f"Test-set metric of each job; {len(folds)} fold(s): {', '.join(folds)}; {len(seeds)} seed(s): "
+        f"{', '.join(map(str, seeds))}" + (" (mean ± std over folds and seeds)" if len(folds) * len(seeds) > 1 else "") + ".",
         "Δ = with diffraction − without (negative is better for MAE, positive for accuracy).",
         *[f"{s['model']} (published): {s['source']}" for s in published],
     ]
@@ -142,7 +145,7 @@ def write_tables(dataset: str, run_dirs: list[Path], published_path: str | Path 
     with atomic_path(out_prefix.with_suffix(".csv")) as temporary:
         table.to_csv(temporary, index=False)
     with atomic_path(out_prefix.parent / f"{out_prefix.name}_runs.csv") as temporary:
-        runs.sort_values(["task", "model", "ablation", "diffraction", "fold"]).to_csv(temporary, index=False)
+        runs.sort_values(["task", "model", "ablation", "diffraction", "fold", "seed"]).to_csv(temporary, index=False)
     return table
 
 

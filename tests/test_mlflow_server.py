@@ -104,7 +104,7 @@ def test_importing_again_adds_no_run(server, workdir):
 
 
 def test_a_server_that_is_down_fails_only_the_import_and_loses_nothing(server, workdir):
-    (metrics,) = (workdir / "results" / MP / "runs").glob("band_gap/fold0/cgcnn/paper/default/metrics.json")
+    (metrics,) = (workdir / "results" / MP / "runs").glob("band_gap/fold0/cgcnn/paper/default/seed0/metrics.json")
     metrics.unlink()
     server.stop_server()
     try:

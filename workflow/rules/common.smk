@@ -4,7 +4,7 @@ import shlex
 
 from snakemake.exceptions import WorkflowError
 
-from prdnet.config import validate_config
+from prdnet.config import training_for_seed, training_seeds, validate_config
 from prdnet.data.graphs import GraphParams
 from prdnet.data.shards import shard_file_name, shard_set_digest
 
@@ -35,8 +35,9 @@ if _needs_key and not os.environ.get("MP_API_KEY", "").strip():
 ALL_TASKS = sorted({task for options in config["datasets"].values() for task in options["tasks"]})
 DIFFRACTION_MODES = ["none", "paper", "invariant"]
 ABLATIONS = ["default", "NoDiff", "SingleHead", "NoRes", "NoEdge"]
-RUN = "{dataset}/runs/{task}/{fold}/{model}/{diffraction}/{ablation}"
-"""A training job's folder below RESULTS: one job per dataset/task/fold/model/diffraction/ablation."""
+SEEDS = training_seeds(config["training"])
+RUN = "{dataset}/runs/{task}/{fold}/{model}/{diffraction}/{ablation}/seed{seed}"
+"""A training job's folder below RESULTS: one job per dataset/task/fold/model/diffraction/ablation/seed."""
 JOB_FILES = ["metrics.json", "predictions.parquet", "history.csv", "model.pt", "run.json"]
 
 
@@ -47,6 +48,7 @@ wildcard_constraints:
     model="|".join(sorted(config["models"])),
     diffraction="|".join(DIFFRACTION_MODES),
     ablation="|".join(ABLATIONS),
+    seed=r"\d+",
 
 
 def as_json(block):
@@ -87,9 +89,10 @@ def training_jobs(dataset=None):
                     for model in experiment["models"]:
                         for diffraction in experiment["diffraction"]:
                             for ablation in experiment["ablations"]:
-                                job = dict(dataset=name, task=task, fold=fold, model=model,
-                                           diffraction=diffraction, ablation=ablation)
-                                jobs[tuple(job.values())] = job
+                                for seed in SEEDS:
+                                    job = dict(dataset=name, task=task, fold=fold, model=model,
+                                               diffraction=diffraction, ablation=ablation, seed=seed)
+                                    jobs[tuple(job.values())] = job
     return [job for job in jobs.values() if dataset is None or job["dataset"] == dataset]
 
 

@@ -24,10 +24,11 @@ rule aggregate:
 
 
 rule matbench_record:
-    """A MatBench leaderboard file of one model variant, through MatbenchBenchmark.record and to_file."""
+    """A MatBench leaderboard file of one model variant, through MatbenchBenchmark.record and to_file
+    (one prediction per fold: the jobs of the first seed)."""
     input:
         predictions=lambda w: [
-            f"{run_dir(dict(w.items(), task=config['datasets'][w.dataset]['tasks'][0], fold=fold))}/predictions.parquet"
+            f"{run_dir(dict(w.items(), task=config['datasets'][w.dataset]['tasks'][0], fold=fold, seed=SEEDS[0]))}/predictions.parquet"
             for fold in folds(w.dataset)
         ],
     output:

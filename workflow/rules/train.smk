@@ -1,5 +1,5 @@
 rule train:
-    """Train one model variant on one task and fold; test once on the best-validation weights."""
+    """Train one model variant on one task, fold and seed; test once on the best-validation weights."""
     input:
         shards=lambda w: shard_files(w.dataset),
         splits=f"{RESULTS}/{{dataset}}/splits/summary.json",
@@ -12,8 +12,8 @@ rule train:
         run=f"{RESULTS}/{RUN}/run.json",
     params:
         model_spec=lambda w: as_json(model_spec(w)),
-        training=as_json(config["training"]),
-        labels=lambda w: as_json({k: w[k] for k in ("dataset", "fold", "model", "diffraction", "ablation")}),
+        training=lambda w: as_json(training_for_seed(config["training"], w.seed)),
+        labels=lambda w: as_json({k: w[k] for k in ("dataset", "fold", "model", "diffraction", "ablation", "seed")}),
         split_dir=lambda w: f"{RESULTS}/{w.dataset}/splits/{w.task}/{w.fold}",
         out_dir=lambda w: f"{RESULTS}/" + RUN.format(**dict(w.items())),
     threads: config["resources"]["train"]["threads"]
