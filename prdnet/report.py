@@ -18,6 +18,7 @@ import pandas as pd
 import yaml
 
 from prdnet.io import atomic_path, write_text
+from prdnet.stats import METHOD_NOTE, format_comparison, paired_t
 
 NO_DIFFRACTION = "none"
 
@@ -64,8 +65,74 @@ def _header(task: str, metric: str, unit: str, mode: str) -> str:
     return f"{task} ({what}) {label}"
 
 
-def wide_table(summary: pd.DataFrame, published: list[dict[str, Any]]) -> pd.DataFrame:
-    """Rows: model variants then published scores; columns per task: without, +mode, Δ mode."""
+PAIR_KEYS = ["fold", "seed"]
+
+
+def paired_values(runs: pd.DataFrame, task: str, first: dict[str, str], second: dict[str, str]) -> tuple[np.ndarray, np.ndarray]:
+    """The primary metric of two variants of ``task`` on the (fold, seed) pairs both ran, aligned."""
+    def select(labels: dict[str, str]) -> pd.Series:
+        mask = runs["task"] == task
+        for key, value in labels.items():
+            mask &= runs[key] == value
+        return runs[mask].set_index(PAIR_KEYS)["value"]
+
+    joined = pd.concat([select(first).rename("a"), select(second).rename("b")], axis=1, join="inner").sort_index()
+    return joined["a"].to_numpy(), joined["b"].to_numpy()
+
+
+def paired_comparisons(runs: pd.DataFrame) -> pd.DataFrame:
+    """Every comparison the tables show, paired by fold and seed: each diffraction mode against
+    none (same model and ablation), and every pair of models (same diffraction and ablation)."""
+    rows = []
+    for (task, metric), group in runs.groupby(["task", "metric"], sort=False):
+        variants = group[["model", "ablation", "diffraction"]].drop_duplicates().sort_values(["model", "ablation", "diffraction"])
+        pairs = []
+        for v in variants.itertuples():
+            if v.diffraction != NO_DIFFRACTION:
+                pairs.append(("diffraction", {"model": v.model, "ablation": v.ablation, "diffraction": v.diffraction},
+                              {"model": v.model, "ablation": v.ablation, "diffraction": NO_DIFFRACTION}))  # fmt: skip
+        for (ablation, diffraction), same in variants.groupby(["ablation", "diffraction"], sort=True):
+            models = sorted(same["model"])
+            for i, a in enumerate(models):
+                for b in models[i + 1 :]:
+                    pairs.append(("model", {"model": a, "ablation": ablation, "diffraction": diffraction},
+                                  {"model": b, "ablation": ablation, "diffraction": diffraction}))  # fmt: skip
+        for kind, first, second in pairs:
+            a, b = paired_values(group, task, first, second)
+            if len(a) == 0:
+                continue
+            result = paired_t(a, b)
+            rows.append({
+                "task": task, "metric": metric, "kind": kind,
+                "first": "/".join(first.values()), "second": "/".join(second.values()),
+                "n_pairs": result.n_pairs, "mean_difference": result.mean_difference,
+                "ci_low": result.ci_low, "ci_high": result.ci_high, "p_value": result.p_value,
+                "excludes_zero": result.excludes_zero, "cell": format_comparison(result, _scale(metric)),
+            })  # fmt: skip
+    return pd.DataFrame(rows)
+
+
+def model_comparison_table(comparisons: pd.DataFrame) -> pd.DataFrame:
+    """Model A − model B per task, diffraction mode and ablation (paired by fold and seed)."""
+    models = comparisons[comparisons["kind"] == "model"] if len(comparisons) else comparisons
+    if models.empty:
+        return pd.DataFrame()
+    split = models["first"].str.split("/", expand=True)
+    return pd.DataFrame({
+        "task": models["task"], "diffraction": split[2], "ablation": split[1],
+        "comparison": split[0] + " − " + models["second"].str.split("/").str[0],
+        "n pairs": models["n_pairs"], "Δ [95% CI] p": models["cell"],
+    }).reset_index(drop=True)  # fmt: skip
+
+
+def wide_table(summary: pd.DataFrame, published: list[dict[str, Any]], comparisons: pd.DataFrame | None = None) -> pd.DataFrame:
+    """Rows: model variants then published scores; columns per task: without, +mode, Δ mode
+    (with ``comparisons`` from :func:`paired_comparisons`: the paired Δ, its interval and p)."""
+    paired = {}
+    if comparisons is not None and len(comparisons):
+        for c in comparisons[comparisons["kind"] == "diffraction"].itertuples():
+            model, ablation, mode = c.first.split("/")
+            paired[(c.task, model, ablation, mode)] = c.cell
     tasks = list(dict.fromkeys(summary["task"]))
     modes = [NO_DIFFRACTION] + sorted(set(summary["diffraction"]) - {NO_DIFFRACTION})
     rows: dict[tuple[str, str], dict[str, str]] = {}
@@ -79,7 +146,8 @@ def wide_table(summary: pd.DataFrame, published: list[dict[str, Any]]) -> pd.Dat
                     row[_header(task, r.metric, r.unit, mode)] = _cell(r.mean, r.std, r.n_folds, r.metric)
                 if mode != NO_DIFFRACTION and mode in cells and NO_DIFFRACTION in cells:
                     r, base = cells[mode], cells[NO_DIFFRACTION]
-                    row[f"{task} Δ {mode}"] = f"{(r.mean - base.mean) * _scale(r.metric):+.3g}"
+                    row[f"{task} Δ {mode}"] = paired.get((task, model, ablation, mode),
+                                                         f"{(r.mean - base.mean) * _scale(r.metric):+.3g}")  # fmt: skip
         rows[(model, ablation)] = row
     extra_columns: dict[str, list[str]] = {task: [] for task in tasks}
     for score in published:
@@ -128,20 +196,29 @@ def load_published(path: str | Path | None, dataset: str) -> list[dict[str, Any]
 
 
 def write_tables(dataset: str, run_dirs: list[Path], published_path: str | Path | None, out_prefix: Path) -> pd.DataFrame:
-    """Write ``<prefix>.md``, ``<prefix>.csv`` (the wide table) and ``<prefix>_runs.csv`` (every job)."""
+    """Write ``<prefix>.md``, ``<prefix>.csv`` (the wide table), ``<prefix>_runs.csv`` (every job) and
+    ``<prefix>_paired.csv`` (every paired comparison: :func:`paired_comparisons`)."""
     runs = collect_runs(run_dirs)
     summary = summarise(runs)
     published = load_published(published_path, dataset)
-    table = wide_table(summary, published)
+    comparisons = paired_comparisons(runs)
+    table = wide_table(summary, published, comparisons)
     folds = sorted(set(runs["fold"]))
     seeds = sorted(set(runs["seed"]))
     notes = [
         f"Test-set metric of each job; {len(folds)} fold(s): {', '.join(folds)}; {len(seeds)} seed(s): "
         f"{', '.join(map(str, seeds))}" + (" (mean ± std over folds and seeds)" if len(folds) * len(seeds) > 1 else "") + ".",
         "Δ = with diffraction − without (negative is better for MAE, positive for accuracy).",
+        METHOD_NOTE,
         *[f"{s['model']} (published): {s['source']}" for s in published],
     ]
-    write_text(out_prefix.with_suffix(".md"), markdown(table, f"{dataset}: test scores", notes))
+    text = markdown(table, f"{dataset}: test scores", notes)
+    models = model_comparison_table(comparisons)
+    if not models.empty:
+        text += "\n" + markdown(models, "Model against model (paired by fold and seed)", [METHOD_NOTE]).replace("# ", "## ", 1)
+    write_text(out_prefix.with_suffix(".md"), text)
+    with atomic_path(out_prefix.parent / f"{out_prefix.name}_paired.csv") as temporary:
+        comparisons.to_csv(temporary, index=False)
     with atomic_path(out_prefix.with_suffix(".csv")) as temporary:
         table.to_csv(temporary, index=False)
     with atomic_path(out_prefix.parent / f"{out_prefix.name}_runs.csv") as temporary:

@@ -5,7 +5,7 @@ localrules:
 
 
 rule aggregate:
-    """One table per dataset: model variants × tasks, with and without diffraction, published scores."""
+    """One table per dataset: model variants × tasks, with and without diffraction (paired Δ, CI, p), published scores."""
     input:
         metrics=lambda w: [f"{run_dir(job)}/metrics.json" for job in training_jobs(w.dataset)],
         runs=lambda w: [f"{run_dir(job)}/run.json" for job in training_jobs(w.dataset)],
@@ -13,6 +13,7 @@ rule aggregate:
         markdown=f"{RESULTS}/tables/{{dataset}}.md",
         csv=f"{RESULTS}/tables/{{dataset}}.csv",
         runs=f"{RESULTS}/tables/{{dataset}}_runs.csv",
+        paired=f"{RESULTS}/tables/{{dataset}}_paired.csv",
     params:
         published=f"--published {config['published_scores']}" if config.get("published_scores") else "",
         prefix=lambda w: f"{RESULTS}/tables/{w.dataset}",
