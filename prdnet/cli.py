@@ -159,6 +159,14 @@ def mlflow_import(args: argparse.Namespace) -> None:
           f"already there {ledger['skipped']}")  # fmt: skip
 
 
+def report(args: argparse.Namespace) -> None:
+    from prdnet.html_report import write_report
+
+    run_dirs = [Path(p).parent for p in args.metrics]
+    write_report(run_dirs, Path(args.results_dir), args.config, git_commit(), Path(args.out))
+    print(f"wrote {args.out} ({len(run_dirs)} jobs)")
+
+
 def check_config(args: argparse.Namespace) -> None:
     from prdnet.config import load_config
 
@@ -232,6 +240,13 @@ def build_parser() -> argparse.ArgumentParser:
                        help="use the environment variable MLFLOW_TRACKING_URI (e.g. an http:// server)")  # fmt: skip
     command.add_argument("--out", required=True, help="ledger JSON of imported runs")
     command.set_defaults(run=mlflow_import)
+
+    command = commands.add_parser("report", help="one self-contained HTML report: tables, plots, rejects, provenance")
+    command.add_argument("--metrics", nargs="+", required=True, help="the jobs' metrics.json files")
+    command.add_argument("--results-dir", required=True, help="holds tables/, <dataset>/summary.json, audit.md")
+    command.add_argument("--config", type=_json, default={}, help="the run's configuration (JSON), shown as provenance")
+    command.add_argument("--out", required=True, help="the HTML file")
+    command.set_defaults(run=report)
 
     command = commands.add_parser("check-config", help="validate a configuration file")
     command.add_argument("config")

@@ -60,6 +60,7 @@ DATASET_DIGEST_LENGTH = 36  # MLflow's datasets.digest column
 STALE_AFTER_S = 3600.0
 MAX_PARAM_LENGTH = 6000
 ARTIFACTS = ("metrics.json", "history.csv", "predictions.parquet", "run.json")
+PLOTS_FOLDER = "plots"  # parity.png and learning-curve.png (prdnet.plots.job_plots)
 
 
 def default_tracking_uri(results_dir: str | Path) -> str:
@@ -217,15 +218,31 @@ def proxied_artifact_dir(artifact_uri: str, artifacts_root: Path) -> Path:
     return artifacts_root / unquote(artifact_uri[len(PROXIED_SCHEME) :].lstrip("/"))
 
 
-def _log_artifacts(client: Any, run: Any, files: list[Path], artifacts_root: Path | None) -> None:
+def _log_artifacts(client: Any, run: Any, files: list[Path], artifacts_root: Path | None, subfolder: str | None = None) -> None:
     if artifacts_root is not None and run.info.artifact_uri.startswith(PROXIED_SCHEME):
         folder = proxied_artifact_dir(run.info.artifact_uri, artifacts_root)  # SQLite store: written here
+        folder = folder / subfolder if subfolder else folder
         folder.mkdir(parents=True, exist_ok=True)
         for path in files:
             shutil.copyfile(path, folder / path.name)
         return
     for path in files:
-        client.log_artifact(run.info.run_id, str(path))
+        client.log_artifact(run.info.run_id, str(path), artifact_path=subfolder)
+
+
+def _log_plots(client: Any, run: Any, run_dir: Path, artifacts_root: Path | None) -> None:
+    """The job's parity plot and learning curve (the HTML report's pictures) under ``plots/``."""
+    import tempfile
+
+    from prdnet.plots import job_plots
+
+    with tempfile.TemporaryDirectory() as folder:
+        files = []
+        for kind, _, png in job_plots(run_dir):
+            path = Path(folder) / f"{kind}.png"
+            path.write_bytes(png)
+            files.append(path)
+        _log_artifacts(client, run, files, artifacts_root, subfolder=PLOTS_FOLDER)
 
 
 def _log_run(client: Any, experiment_id: str, run_dir: Path, key: str, digest: str, artifacts_root: Path | None) -> str:
@@ -249,6 +266,7 @@ def _log_run(client: Any, experiment_id: str, run_dir: Path, key: str, digest: s
         client.log_batch(run_id, metrics=chunk)
     _log_dataset(client, run_id, dataset_input(info, metrics))
     _log_artifacts(client, run, [run_dir / name for name in ARTIFACTS], artifacts_root)
+    _log_plots(client, run, run_dir, artifacts_root)
     client.set_terminated(run_id, "FINISHED", end_time=end_ms)
     client.log_batch(run_id, tags=[RunTag(CONTENT_HASH, digest)])  # last: marks the run complete
     return run_id

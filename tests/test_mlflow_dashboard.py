@@ -85,7 +85,8 @@ def test_mlflow_ui_serves_the_artifacts_from_the_results_folder(imported, tmp_pa
                 time.sleep(1)
         client = mlflow.MlflowClient(f"http://127.0.0.1:{port}")
         run_id = ledger["runs"]["tiny/runs/fold0"]
-        assert {a.path for a in client.list_artifacts(run_id)} == {"metrics.json", "history.csv", "predictions.parquet", "run.json"}
+        assert {a.path for a in client.list_artifacts(run_id)} == {"metrics.json", "history.csv", "predictions.parquet", "run.json", "plots"}
+        assert {a.path for a in client.list_artifacts(run_id, "plots")} == {"plots/parity.png", "plots/learning-curve.png"}
         metrics = json.loads((tmp_path / client.download_artifacts(run_id, "metrics.json", str(tmp_path))).read_text())
         assert metrics["test_mae"] == 0.1
     finally:

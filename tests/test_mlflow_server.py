@@ -90,7 +90,8 @@ def test_runs_tags_and_artifacts_reach_the_server(server, workdir):
     client = mlflow.MlflowClient(server.uri)
     for run_id, artifact_uri in zip(runs["run_id"], runs["artifact_uri"]):
         assert artifact_uri.startswith("mlflow-artifacts:"), artifact_uri  # proxied by the server
-        assert {a.path for a in client.list_artifacts(run_id)} == ARTIFACTS
+        assert {a.path for a in client.list_artifacts(run_id)} == ARTIFACTS | {"plots"}
+        assert {a.path for a in client.list_artifacts(run_id, "plots")} == {"plots/parity.png", "plots/learning-curve.png"}
     stored = {path.name for path in server.artifacts.rglob("*") if path.is_file()}
     assert ARTIFACTS <= stored  # on the server's artifact destination, not in the results folder
     assert not (workdir / "results" / "mlflow-artifacts").exists()

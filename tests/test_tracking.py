@@ -52,7 +52,8 @@ def test_each_job_becomes_one_run_with_tags_metrics_and_artifacts(jobs):
     artifact_uri = client.get_run(run_id).info.artifact_uri
     assert artifact_uri == f"mlflow-artifacts:/test/{run_id}/artifacts"
     folder = results / "mlflow-artifacts" / "test" / run_id / "artifacts"
-    assert {p.name for p in folder.iterdir()} == {"metrics.json", "history.csv", "predictions.parquet", "run.json"}
+    assert {p.name for p in folder.iterdir()} == {"metrics.json", "history.csv", "predictions.parquet", "run.json", "plots"}
+    assert {p.name for p in (folder / "plots").iterdir()} == {"parity.png", "learning-curve.png"}  # as in the HTML report
 
 
 def test_importing_again_adds_nothing(jobs):

@@ -2,6 +2,7 @@ localrules:
     aggregate,
     matbench_record,
     mlflow_import,
+    html_report,
 
 
 rule aggregate:
@@ -69,3 +70,22 @@ rule mlflow_import:
     shell:
         "prdnet mlflow-import --metrics {input.metrics} --results-dir {params.results_dir} --experiment {params.experiment} "
         "{params.tracking_uri} --out {output} > {log} 2>&1"
+
+
+rule html_report:
+    """One self-contained HTML report (`make report`; not part of `all`): tables, bar charts, parity
+    plots and learning curves, rejects, audit (results/audit.md when present), provenance."""
+    input:
+        metrics=[f"{run_dir(job)}/metrics.json" for job in training_jobs()],
+        predictions=[f"{run_dir(job)}/predictions.parquet" for job in training_jobs()],
+        tables=[f"{RESULTS}/tables/{dataset}.md" for dataset in DATASETS if training_jobs(dataset)],
+    output:
+        f"{RESULTS}/report.html",
+    params:
+        results_dir=RESULTS,
+        config=as_json(config),
+    log:
+        "logs/report.log",
+    shell:
+        "prdnet report --metrics {input.metrics} --results-dir {params.results_dir} --config {params.config} "
+        "--out {output} > {log} 2>&1"
