@@ -10,7 +10,7 @@ GPUS ?= $(shell nvidia-smi -L 2>/dev/null | grep -c '^GPU')
 BIN := $(abspath $(VENV))/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test env dry-run plan-paper clean-results
+.PHONY: run test env dry-run plan-paper clean-results report
 
 env: $(STAMP)
 
@@ -26,6 +26,10 @@ $(STAMP): pyproject.toml
 
 run: $(STAMP)
 	PATH="$(BIN):$$PATH" $(BIN)/snakemake --profile workflow/profiles/local --configfile $(CONFIG) --cores $(CORES) --resources gpu=$(GPUS)
+
+# One self-contained HTML file, results/report.html (or <results_dir>/report.html of CONFIG): run after `make run`.
+report: $(STAMP)
+	PATH="$(BIN):$$PATH" $(BIN)/snakemake --profile workflow/profiles/local --configfile $(CONFIG) --cores $(CORES) html_report
 
 dry-run: $(STAMP)
 	PATH="$(BIN):$$PATH" $(BIN)/snakemake --profile workflow/profiles/local --configfile $(CONFIG) --dry-run

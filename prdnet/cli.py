@@ -131,7 +131,7 @@ def aggregate(args: argparse.Namespace) -> None:
 def matbench_record(args: argparse.Namespace) -> None:
     from prdnet.report import write_matbench_results
 
-    folds = {Path(p).parents[3].name: Path(p) for p in args.predictions}
+    folds = {json.loads((Path(p).parent / "run.json").read_text())["tags"]["fold"]: Path(p) for p in args.predictions}
     scores = write_matbench_results(args.matbench_task, args.matminer_data, folds, Path(args.out), args.metadata)
     print(json.dumps(scores, indent=2, default=str))
 
@@ -160,6 +160,14 @@ def mlflow_import(args: argparse.Namespace) -> None:
     write_json(args.out, ledger)
     print(f"MLflow {redact_uri(uri)}: imported {ledger['imported']}, replaced {ledger['replaced']}, "
           f"already there {ledger['skipped']}")  # fmt: skip
+
+
+def report(args: argparse.Namespace) -> None:
+    from prdnet.html_report import write_report
+
+    run_dirs = [Path(p).parent for p in args.metrics]
+    write_report(run_dirs, Path(args.results_dir), args.config, git_commit(), Path(args.out))
+    print(f"wrote {args.out} ({len(run_dirs)} jobs)")
 
 
 def check_config(args: argparse.Namespace) -> None:
@@ -239,6 +247,13 @@ def build_parser() -> argparse.ArgumentParser:
                        help="use the environment variable MLFLOW_TRACKING_URI (e.g. an http:// server)")  # fmt: skip
     command.add_argument("--out", required=True, help="ledger JSON of imported runs")
     command.set_defaults(run=mlflow_import)
+
+    command = commands.add_parser("report", help="one self-contained HTML report: tables, plots, rejects, provenance")
+    command.add_argument("--metrics", nargs="+", required=True, help="the jobs' metrics.json files")
+    command.add_argument("--results-dir", required=True, help="holds tables/, <dataset>/summary.json, audit.md")
+    command.add_argument("--config", type=_json, default={}, help="the run's configuration (JSON), shown as provenance")
+    command.add_argument("--out", required=True, help="the HTML file")
+    command.set_defaults(run=report)
 
     command = commands.add_parser("check-config", help="validate a configuration file")
     command.add_argument("config")

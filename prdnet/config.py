@@ -119,7 +119,7 @@ def _check_model_specs(config: dict[str, Any]) -> None:
     atom_features = atom_features if atom_features and Path(atom_features).exists() else None
     for name, spec in config["models"].items():
         try:
-            resolve_training(spec, config.get("training"))
+            resolve_training(spec, training_for_seed(config["training"], training_seeds(config["training"])[0]))
             with torch.device("meta"):
                 build_model({**spec, "diffraction": None, "ablation": None}, "regression",
                             atom_features=atom_features or _any_atom_table())  # fmt: skip
@@ -149,3 +149,13 @@ def load_config(path: str | Path) -> dict[str, Any]:
     if not isinstance(config, dict):
         raise ConfigError(f"{path}: the configuration must be a mapping")
     return validate_config(config)
+
+
+def training_seeds(training: dict[str, Any]) -> list[int]:
+    """The seeds of the ``seed`` wildcard: ``training.seeds``, or the single ``training.seed``."""
+    return [int(seed) for seed in training["seeds"]] if "seeds" in training else [int(training.get("seed", 0))]
+
+
+def training_for_seed(training: dict[str, Any], seed: int) -> dict[str, Any]:
+    """The training block one job runs with: ``seeds`` replaced by that job's ``seed``."""
+    return {**{k: v for k, v in training.items() if k not in ("seed", "seeds")}, "seed": int(seed)}

@@ -1,14 +1,16 @@
 """Atomic file writes: write to a temporary file beside the target, then rename.
 
 A reader never sees a half-written file, and a killed job leaves either the old file or
-none, so Snakemake re-runs it.
+none, so Snakemake re-runs it. The temporary file is created with mode 0666 filtered by the
+process's umask (as ``open`` would), not ``mkstemp``'s 0600, so results on a shared file system
+are readable by the team (0644 under the usual umask 022).
 """
 
 from __future__ import annotations
 
 import json
 import os
-import tempfile
+import secrets
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -18,13 +20,29 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 
+def create_temporary(path: Path, attempts: int = 100) -> Path:
+    """Create an empty, new temporary file beside ``path`` with mode 0o666 & ~umask.
+
+    ``O_CREAT | O_EXCL`` makes the name ours alone (as ``mkstemp`` does); the kernel applies the
+    umask (and a default ACL, where the folder has one) to the requested 0o666.
+    """
+    for _ in range(attempts):
+        candidate = path.parent / f".{path.name}.{secrets.token_hex(6)}.tmp"
+        try:
+            handle = os.open(candidate, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+        except FileExistsError:
+            continue
+        os.close(handle)
+        return candidate
+    raise FileExistsError(f"no free temporary name beside {path} after {attempts} attempts")
+
+
 @contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
     """Yield a temporary path in the target's folder; on success rename it onto ``path``."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(handle)
+    temporary = create_temporary(path)
     try:
         yield Path(temporary)
         os.replace(temporary, path)

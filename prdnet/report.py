@@ -2,8 +2,8 @@
 
 Per dataset, a table with one row per model variant (model and ablation) and, per task, the
 test metric without diffraction, with each diffraction mode, and the difference (with −
-without). Tasks with several folds (MatBench) show mean ± standard deviation over folds
-(population std, as the MatBench leaderboard). Published scores are extra rows, labelled
+without). Cells with several jobs (MatBench folds, several seeds) show mean ± standard deviation
+over folds and seeds (population std, as the MatBench leaderboard). Published scores are extra rows, labelled
 as published, with their source in the CSV. The Dummy baseline (``dummy``, :mod:`prdnet.guards`)
 is a row like any model. A cell any of whose jobs raised a sanity flag carries ``⚠`` and the
 notes under the table name each flagged job and its flags.
@@ -20,6 +20,7 @@ import pandas as pd
 import yaml
 
 from prdnet.io import atomic_path, write_text
+from prdnet.stats import METHOD_NOTE, format_comparison, paired_t
 
 NO_DIFFRACTION = "none"
 
@@ -31,6 +32,7 @@ def collect_runs(run_dirs: list[Path]) -> pd.DataFrame:
         metrics = json.loads((run_dir / "metrics.json").read_text())
         tags = json.loads((run_dir / "run.json").read_text())["tags"]
         row = {**{k: tags[k] for k in ("dataset", "task", "fold", "model", "diffraction", "ablation")}}
+        row["seed"] = int(tags.get("seed", 0))  # jobs from before the seed wildcard ran seed 0
         row.update(metric=metrics["metric"], unit=metrics["unit"], value=metrics[f"test_{metrics['metric']}"])
         row.update({k: v for k, v in metrics.items() if k.startswith("test_")})
         row["flags"] = ",".join(metrics.get("flags", []))
@@ -39,7 +41,8 @@ def collect_runs(run_dirs: list[Path]) -> pd.DataFrame:
 
 
 def summarise(runs: pd.DataFrame) -> pd.DataFrame:
-    """Mean, std (ddof 0) and fold count of the primary metric per (task, model, ablation, diffraction)."""
+    """Mean, std (ddof 0) and job count (folds × seeds) of the primary metric per (task, model,
+    ablation, diffraction)."""
     keys = ["dataset", "task", "model", "ablation", "diffraction", "metric", "unit"]
     flagged = runs.assign(flagged=runs["flags"].fillna("").astype(bool) if "flags" in runs else False)
     grouped = flagged.groupby(keys, sort=True)
@@ -71,8 +74,74 @@ def _header(task: str, metric: str, unit: str, mode: str) -> str:
     return f"{task} ({what}) {label}"
 
 
-def wide_table(summary: pd.DataFrame, published: list[dict[str, Any]]) -> pd.DataFrame:
-    """Rows: model variants then published scores; columns per task: without, +mode, Δ mode."""
+PAIR_KEYS = ["fold", "seed"]
+
+
+def paired_values(runs: pd.DataFrame, task: str, first: dict[str, str], second: dict[str, str]) -> tuple[np.ndarray, np.ndarray]:
+    """The primary metric of two variants of ``task`` on the (fold, seed) pairs both ran, aligned."""
+    def select(labels: dict[str, str]) -> pd.Series:
+        mask = runs["task"] == task
+        for key, value in labels.items():
+            mask &= runs[key] == value
+        return runs[mask].set_index(PAIR_KEYS)["value"]
+
+    joined = pd.concat([select(first).rename("a"), select(second).rename("b")], axis=1, join="inner").sort_index()
+    return joined["a"].to_numpy(), joined["b"].to_numpy()
+
+
+def paired_comparisons(runs: pd.DataFrame) -> pd.DataFrame:
+    """Every comparison the tables show, paired by fold and seed: each diffraction mode against
+    none (same model and ablation), and every pair of models (same diffraction and ablation)."""
+    rows = []
+    for (task, metric), group in runs.groupby(["task", "metric"], sort=False):
+        variants = group[["model", "ablation", "diffraction"]].drop_duplicates().sort_values(["model", "ablation", "diffraction"])
+        pairs = []
+        for v in variants.itertuples():
+            if v.diffraction != NO_DIFFRACTION:
+                pairs.append(("diffraction", {"model": v.model, "ablation": v.ablation, "diffraction": v.diffraction},
+                              {"model": v.model, "ablation": v.ablation, "diffraction": NO_DIFFRACTION}))  # fmt: skip
+        for (ablation, diffraction), same in variants.groupby(["ablation", "diffraction"], sort=True):
+            models = sorted(same["model"])
+            for i, a in enumerate(models):
+                for b in models[i + 1 :]:
+                    pairs.append(("model", {"model": a, "ablation": ablation, "diffraction": diffraction},
+                                  {"model": b, "ablation": ablation, "diffraction": diffraction}))  # fmt: skip
+        for kind, first, second in pairs:
+            a, b = paired_values(group, task, first, second)
+            if len(a) == 0:
+                continue
+            result = paired_t(a, b)
+            rows.append({
+                "task": task, "metric": metric, "kind": kind,
+                "first": "/".join(first.values()), "second": "/".join(second.values()),
+                "n_pairs": result.n_pairs, "mean_difference": result.mean_difference,
+                "ci_low": result.ci_low, "ci_high": result.ci_high, "p_value": result.p_value,
+                "excludes_zero": result.excludes_zero, "cell": format_comparison(result, _scale(metric)),
+            })  # fmt: skip
+    return pd.DataFrame(rows)
+
+
+def model_comparison_table(comparisons: pd.DataFrame) -> pd.DataFrame:
+    """Model A − model B per task, diffraction mode and ablation (paired by fold and seed)."""
+    models = comparisons[comparisons["kind"] == "model"] if len(comparisons) else comparisons
+    if models.empty:
+        return pd.DataFrame()
+    split = models["first"].str.split("/", expand=True)
+    return pd.DataFrame({
+        "task": models["task"], "diffraction": split[2], "ablation": split[1],
+        "comparison": split[0] + " − " + models["second"].str.split("/").str[0],
+        "n pairs": models["n_pairs"], "Δ [95% CI] p": models["cell"],
+    }).reset_index(drop=True)  # fmt: skip
+
+
+def wide_table(summary: pd.DataFrame, published: list[dict[str, Any]], comparisons: pd.DataFrame | None = None) -> pd.DataFrame:
+    """Rows: model variants then published scores; columns per task: without, +mode, Δ mode
+    (with ``comparisons`` from :func:`paired_comparisons`: the paired Δ, its interval and p)."""
+    paired = {}
+    if comparisons is not None and len(comparisons):
+        for c in comparisons[comparisons["kind"] == "diffraction"].itertuples():
+            model, ablation, mode = c.first.split("/")
+            paired[(c.task, model, ablation, mode)] = c.cell
     tasks = list(dict.fromkeys(summary["task"]))
     modes = [NO_DIFFRACTION] + sorted(set(summary["diffraction"]) - {NO_DIFFRACTION})
     rows: dict[tuple[str, str], dict[str, str]] = {}
@@ -86,7 +155,8 @@ def wide_table(summary: pd.DataFrame, published: list[dict[str, Any]]) -> pd.Dat
                     row[_header(task, r.metric, r.unit, mode)] = _cell(r.mean, r.std, r.n_folds, r.metric, r.n_flagged)
                 if mode != NO_DIFFRACTION and mode in cells and NO_DIFFRACTION in cells:
                     r, base = cells[mode], cells[NO_DIFFRACTION]
-                    row[f"{task} Δ {mode}"] = f"{(r.mean - base.mean) * _scale(r.metric):+.3g}"
+                    row[f"{task} Δ {mode}"] = paired.get((task, model, ablation, mode),
+                                                         f"{(r.mean - base.mean) * _scale(r.metric):+.3g}")  # fmt: skip
         rows[(model, ablation)] = row
     extra_columns: dict[str, list[str]] = {task: [] for task in tasks}
     for score in published:
@@ -142,26 +212,36 @@ def flag_notes(runs: pd.DataFrame) -> list[str]:
 
 
 def write_tables(dataset: str, run_dirs: list[Path], published_path: str | Path | None, out_prefix: Path) -> pd.DataFrame:
-    """Write ``<prefix>.md``, ``<prefix>.csv`` (the wide table) and ``<prefix>_runs.csv`` (every job)."""
+    """Write ``<prefix>.md``, ``<prefix>.csv`` (the wide table), ``<prefix>_runs.csv`` (every job) and
+    ``<prefix>_paired.csv`` (every paired comparison: :func:`paired_comparisons`)."""
     runs = collect_runs(run_dirs)
     summary = summarise(runs)
     published = load_published(published_path, dataset)
-    table = wide_table(summary, published)
+    comparisons = paired_comparisons(runs)
+    table = wide_table(summary, published, comparisons)
     folds = sorted(set(runs["fold"]))
+    seeds = sorted(set(runs["seed"]))
     notes = [
-        f"Test-set metric of each job; {len(folds)} fold(s): {', '.join(folds)}"
-        + (" (mean ± std over folds)" if len(folds) > 1 else "") + ".",
+        f"Test-set metric of each job; {len(folds)} fold(s): {', '.join(folds)}; {len(seeds)} seed(s): "
+        f"{', '.join(map(str, seeds))}" + (" (mean ± std over folds and seeds)" if len(folds) * len(seeds) > 1 else "") + ".",
         "Δ = with diffraction − without (negative is better for MAE, positive for accuracy).",
         "dummy = the Dummy baseline: mean of the training targets (majority class for classification), "
         "fitted on the training and validation parts of each fold.",
         *flag_notes(runs),
+        METHOD_NOTE,
         *[f"{s['model']} (published): {s['source']}" for s in published],
     ]
-    write_text(out_prefix.with_suffix(".md"), markdown(table, f"{dataset}: test scores", notes))
+    text = markdown(table, f"{dataset}: test scores", notes)
+    models = model_comparison_table(comparisons)
+    if not models.empty:
+        text += "\n" + markdown(models, "Model against model (paired by fold and seed)", [METHOD_NOTE]).replace("# ", "## ", 1)
+    write_text(out_prefix.with_suffix(".md"), text)
+    with atomic_path(out_prefix.parent / f"{out_prefix.name}_paired.csv") as temporary:
+        comparisons.to_csv(temporary, index=False)
     with atomic_path(out_prefix.with_suffix(".csv")) as temporary:
         table.to_csv(temporary, index=False)
     with atomic_path(out_prefix.parent / f"{out_prefix.name}_runs.csv") as temporary:
-        runs.sort_values(["task", "model", "ablation", "diffraction", "fold"]).to_csv(temporary, index=False)
+        runs.sort_values(["task", "model", "ablation", "diffraction", "fold", "seed"]).to_csv(temporary, index=False)
     return table
 
 

@@ -1,27 +1,66 @@
-"""Import finished training jobs into MLflow, from one process (the single writer).
+"""Import finished training jobs into MLflow, safe with several importers at once.
 
 Jobs never talk to MLflow: they leave ``run.json``, ``metrics.json``, ``history.csv`` and
 ``predictions.parquet`` on disk, and this importer turns each job folder into one MLflow run.
-Each run carries the tag ``prdnet.run_key`` (the job's folder relative to the results root) and,
-once complete, ``prdnet.content_hash`` (SHA-256 of its metrics and history). Importing again
-skips runs whose key and hash are already there, replaces a run whose job was re-run, and
-deletes half-imported runs (no hash tag) left by a killed import, so nothing is duplicated.
+Each run carries the tag ``prdnet.run_key`` (the job's folder relative to the results root: the
+same key on every machine) and, as its very last write, ``prdnet.content_hash`` (SHA-256 of its
+metrics and history), which marks it complete. Importing again skips runs whose key and hash are
+already there, replaces a run whose job was re-run, and deletes half-imported runs (no hash tag)
+left by a killed import, so nothing is duplicated.
+
+Concurrent importers (two teammates, or a re-run while another import runs):
+
+- SQLite store: the whole import holds an exclusive lock on ``<db>.lock`` beside the database
+  (``fcntl.flock``), so importers run one after the other, including the schema creation of a
+  new database.
+- Server store (http/https; no lock is possible through the REST API): the importer searches for
+  the run key right before it creates a run, and ends with a de-duplication pass that keeps, for
+  every key, one complete run chosen by a rule every importer agrees on (content hash of the job
+  on disk, then the latest job start, then the smallest run id) and deletes the others. A run
+  being imported by someone else (no hash yet) is left alone unless its import started more than
+  ``stale_after_s`` ago (a killed import). Duplicates left by older versions go the same way.
+
+Deleted runs are deleted for real (metadata and artifacts), so the store does not grow on
+re-runs: in a SQLite store by the importer, under its lock, with the same store call that
+``mlflow gc`` makes; on a server only a process with access to its database can do it, so the
+importer runs ``mlflow gc`` when ``MLFLOW_BACKEND_STORE_URI`` names that database, and otherwise
+reports the ids and the command for the server's administrator.
+
+Artifact locations: a server gives ``mlflow-artifacts:/...`` (proxied by the server). A new
+SQLite store also records ``mlflow-artifacts:/<experiment>/<run id>/artifacts``, never an absolute
+path of the importing machine; the importer writes the files to
+``<results>/mlflow-artifacts/<experiment>/<run id>/artifacts/``, which
+``mlflow ui --backend-store-uri sqlite:///results/mlflow.db --artifacts-destination results/mlflow-artifacts``
+serves from wherever the results folder was moved or mounted.
 """
 
 from __future__ import annotations
 
 import csv
+import fcntl
 import hashlib
 import json
+import os
+import shutil
+import subprocess
+import sys
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 RUN_KEY = "prdnet.run_key"
 CONTENT_HASH = "prdnet.content_hash"
+IMPORT_STARTED = "prdnet.import_started_ms"
+EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}  # the UI's model-training views
+PROXIED_SCHEME = "mlflow-artifacts:"
+DATASET_DIGEST_LENGTH = 36  # MLflow's datasets.digest column
+STALE_AFTER_S = 3600.0
 MAX_PARAM_LENGTH = 6000
 ARTIFACTS = ("metrics.json", "history.csv", "predictions.parquet", "run.json")
+PLOTS_FOLDER = "plots"  # parity.png and learning-curve.png (prdnet.plots.job_plots)
 
 
 def default_tracking_uri(results_dir: str | Path) -> str:
@@ -69,6 +108,33 @@ def check_server(tracking_uri: str, timeout: float = 10) -> None:
         raise TrackingServerError(f"MLflow tracking server {redact_uri(tracking_uri)} is not reachable ({reason})") from None
 
 
+def sqlite_path(tracking_uri: str) -> Path | None:
+    """The database file of a ``sqlite:///`` tracking URI (None for any other store)."""
+    prefix = "sqlite:///"
+    return Path(tracking_uri[len(prefix) :]) if tracking_uri.lower().startswith(prefix) else None
+
+
+@contextmanager
+def store_lock(tracking_uri: str) -> Iterator[None]:
+    """Hold an exclusive lock on ``<db>.lock`` beside a SQLite store (waiting for another importer);
+    no lock for other stores."""
+    database = sqlite_path(tracking_uri)
+    if database is None:
+        yield
+        return
+    database.parent.mkdir(parents=True, exist_ok=True)
+    with open(f"{database}.lock", "a+") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            print(f"waiting for another MLflow import to release {database}.lock", file=sys.stderr, flush=True)
+            fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
 def content_hash(run_dir: Path) -> str:
     """SHA-256 of the job's metrics and history: changes exactly when the job was re-run."""
     digest = hashlib.sha256()
@@ -91,69 +157,284 @@ def _chunks(items: list, size: int) -> Iterable[list]:
         yield items[start : start + size]
 
 
-def _experiment_id(client: Any, name: str, artifact_root: Path | None) -> str:
-    """The experiment's id, created if new: artifacts under artifact_root, or where the server
-    puts them (its --artifacts-destination) when artifact_root is None."""
+def _experiment_id(client: Any, name: str, sqlite_store: bool) -> str:
+    """The experiment's id, created if new (marked as model development). A new experiment in a
+    SQLite store gets the proxied location ``mlflow-artifacts:/<name>``; on a server, the server's
+    own (its --artifacts-destination). An older experiment keeps its location."""
+    from mlflow.exceptions import MlflowException
+
     experiment = client.get_experiment_by_name(name)
-    if experiment is not None:
-        return experiment.experiment_id
-    location = None if artifact_root is None else artifact_root.resolve().as_uri()
-    return client.create_experiment(name, artifact_location=location)
+    if experiment is None:
+        location = f"{PROXIED_SCHEME}/{quote(name, safe='')}" if sqlite_store else None
+        try:
+            client.create_experiment(name, artifact_location=location, tags=EXPERIMENT_KIND)
+        except MlflowException:  # created meanwhile by a concurrent importer (server store)
+            pass
+        experiment = client.get_experiment_by_name(name)
+    for key, value in EXPERIMENT_KIND.items():
+        if experiment.tags.get(key) != value:
+            client.set_experiment_tag(experiment.experiment_id, key, value)
+    return experiment.experiment_id
 
 
-def _log_run(client: Any, experiment_id: str, run_dir: Path, key: str, digest: str) -> str:
+def job_times(run_dir: Path, info: dict[str, Any], metrics: dict[str, Any]) -> tuple[int, int]:
+    """The job's start and end (ms since the epoch) from run.json; for jobs written before these
+    were recorded, the end is metrics.json's modification time and the start wall_time_s earlier."""
+    if "start_time_ms" in info and "end_time_ms" in info:
+        return int(info["start_time_ms"]), int(info["end_time_ms"])
+    end = int((run_dir / "metrics.json").stat().st_mtime * 1000)
+    return end - int(float(metrics.get("wall_time_s", 0.0)) * 1000), end
+
+
+def dataset_input(info: dict[str, Any], metrics: dict[str, Any]) -> Any:
+    """The job's data as an MLflow dataset input: name ``dataset/task/fold``, digest the graph shard
+    set's name (graph parameters, featurizer version, shard count), profile with the split sizes."""
+    from mlflow.entities import Dataset, DatasetInput, InputTag
+
+    tags = info["tags"]
+    inputs = info.get("inputs", {})
+    shard_set = inputs.get("shard_set", "unknown")
+    profile = {"dataset": tags.get("dataset"), "task": tags.get("task"), "fold": tags.get("fold"),
+               "shard_set": shard_set, **{k: metrics[k] for k in ("n_train", "n_val", "n_test") if k in metrics}}  # fmt: skip
+    source = {"shard_set": shard_set, "split_dir": inputs.get("split_dir")}
+    dataset = Dataset(
+        name="/".join(str(tags.get(k, "")) for k in ("dataset", "task", "fold")),
+        digest=shard_set[:DATASET_DIGEST_LENGTH], source_type="local", source=json.dumps(source, sort_keys=True),
+        profile=json.dumps(profile, sort_keys=True),
+    )  # fmt: skip
+    return DatasetInput(dataset, tags=[InputTag("mlflow.data.context", "training")])
+
+
+def run_name(tags: dict[str, str]) -> str:
+    """``dataset/task/fold/model/diffraction/ablation`` (``/seed`` appended when the job has one)."""
+    keys = ("dataset", "task", "fold", "model", "diffraction", "ablation") + (("seed",) if "seed" in tags else ())
+    return "/".join(tags.get(k, "") for k in keys)
+
+
+def proxied_artifact_dir(artifact_uri: str, artifacts_root: Path) -> Path:
+    """Where ``mlflow ui --artifacts-destination <artifacts_root>`` serves a proxied run location from."""
+    from urllib.parse import unquote
+
+    return artifacts_root / unquote(artifact_uri[len(PROXIED_SCHEME) :].lstrip("/"))
+
+
+def _log_artifacts(client: Any, run: Any, files: list[Path], artifacts_root: Path | None, subfolder: str | None = None) -> None:
+    if artifacts_root is not None and run.info.artifact_uri.startswith(PROXIED_SCHEME):
+        folder = proxied_artifact_dir(run.info.artifact_uri, artifacts_root)  # SQLite store: written here
+        folder = folder / subfolder if subfolder else folder
+        folder.mkdir(parents=True, exist_ok=True)
+        for path in files:
+            shutil.copyfile(path, folder / path.name)
+        return
+    for path in files:
+        client.log_artifact(run.info.run_id, str(path), artifact_path=subfolder)
+
+
+def _log_plots(client: Any, run: Any, run_dir: Path, artifacts_root: Path | None) -> None:
+    """The job's parity plot and learning curve (the HTML report's pictures) under ``plots/``."""
+    import tempfile
+
+    from prdnet.plots import job_plots
+
+    with tempfile.TemporaryDirectory() as folder:
+        files = []
+        for kind, _, png in job_plots(run_dir):
+            path = Path(folder) / f"{kind}.png"
+            path.write_bytes(png)
+            files.append(path)
+        _log_artifacts(client, run, files, artifacts_root, subfolder=PLOTS_FOLDER)
+
+
+def _log_run(client: Any, experiment_id: str, run_dir: Path, key: str, digest: str, artifacts_root: Path | None) -> str:
     from mlflow.entities import Metric, Param, RunTag
 
     info = json.loads((run_dir / "run.json").read_text())
     metrics = json.loads((run_dir / "metrics.json").read_text())
     tags = {k: str(v) for k, v in info["tags"].items()}
-    name = "/".join(tags.get(k, "") for k in ("dataset", "task", "fold", "model", "diffraction", "ablation"))
-    run = client.create_run(experiment_id, tags={**tags, RUN_KEY: key, "mlflow.runName": name})
+    start_ms, end_ms = job_times(run_dir, info, metrics)
+    run = client.create_run(
+        experiment_id, start_time=start_ms, run_name=run_name(tags),
+        tags={**tags, RUN_KEY: key, IMPORT_STARTED: str(int(time.time() * 1000))},
+    )  # fmt: skip
     run_id = run.info.run_id
-    now = int(time.time() * 1000)
     params = [Param(k, str(v)[:MAX_PARAM_LENGTH]) for k, v in sorted(info["params"].items())]
-    series = [Metric(n, v, now, step) for n, v, step in _history_metrics(run_dir)]
-    finals = [Metric(n, float(v), now, 0) for n, v in metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)]
+    series = [Metric(n, v, end_ms, step) for n, v, step in _history_metrics(run_dir)]
+    finals = [Metric(n, float(v), end_ms, 0) for n, v in metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)]
     for chunk in _chunks(params, 100):
         client.log_batch(run_id, params=chunk)
     for chunk in _chunks(series + finals, 1000):
         client.log_batch(run_id, metrics=chunk)
-    for artifact in ARTIFACTS:
-        client.log_artifact(run_id, str(run_dir / artifact))
+    _log_dataset(client, run_id, dataset_input(info, metrics))
+    _log_artifacts(client, run, [run_dir / name for name in ARTIFACTS], artifacts_root)
+    _log_plots(client, run, run_dir, artifacts_root)
+    client.set_terminated(run_id, "FINISHED", end_time=end_ms)
     client.log_batch(run_id, tags=[RunTag(CONTENT_HASH, digest)])  # last: marks the run complete
-    client.set_terminated(run_id, "FINISHED")
     return run_id
 
 
-def import_runs(run_dirs: list[Path], results_dir: Path, tracking_uri: str, experiment: str) -> dict[str, Any]:
+def _log_dataset(client: Any, run_id: str, dataset: Any, attempts: int = 3) -> None:
+    """Log the dataset input. A server creates the experiment's dataset row on first use, so two
+    importers logging the same dataset at once can collide on its key; the retry finds it there."""
+    from mlflow.exceptions import MlflowException
+
+    for attempt in range(attempts):
+        try:
+            client.log_inputs(run_id, datasets=[dataset])
+            return
+        except MlflowException:
+            if attempt == attempts - 1:
+                raise
+            time.sleep(0.5 * (attempt + 1))
+
+
+def _search(client: Any, experiment_id: str, filter_string: str = "", deleted: bool = False) -> list[Any]:
+    """Every run of the experiment matching the filter (all pages)."""
+    from mlflow.entities import ViewType
+
+    view = ViewType.DELETED_ONLY if deleted else ViewType.ACTIVE_ONLY
+    runs, token = [], None
+    while True:
+        page = client.search_runs([experiment_id], filter_string, run_view_type=view, max_results=1000, page_token=token)
+        runs.extend(page)
+        token = page.token
+        if not token:
+            return runs
+
+
+def _runs_of_key(client: Any, experiment_id: str, key: str) -> list[Any]:
+    escaped = key.replace("'", "\\'")
+    return _search(client, experiment_id, f"tags.`{RUN_KEY}` = '{escaped}'")
+
+
+def _group_by_key(runs: Iterable[Any]) -> dict[str, list[Any]]:
+    groups: dict[str, list[Any]] = {}
+    for run in runs:
+        key = run.data.tags.get(RUN_KEY)
+        if key is not None:
+            groups.setdefault(key, []).append(run)
+    return groups
+
+
+def _is_stale(run: Any, now_ms: int, stale_after_s: float) -> bool:
+    """A half-imported run whose import started more than ``stale_after_s`` ago (a killed import)."""
+    started = int(run.data.tags.get(IMPORT_STARTED, run.info.start_time or 0))
+    return now_ms - started > stale_after_s * 1000
+
+
+def keeper(runs: list[Any], disk_hash: str | None) -> Any:
+    """The one complete run of a key every importer keeps: content hash equal to the job on disk
+    first, then the latest job start, then the smallest run id."""
+    return min(runs, key=lambda r: (r.data.tags.get(CONTENT_HASH) != disk_hash, -(r.info.start_time or 0), r.info.run_id))
+
+
+def _delete(client: Any, run_id: str) -> bool:
+    """Soft-delete a run; False when it is already gone (deleted by a concurrent importer)."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        client.delete_run(run_id)
+    except MlflowException:
+        return False
+    return True
+
+
+def _purge_sqlite(client: Any, experiment_id: str, tracking_uri: str, artifacts_root: Path) -> int:
+    """Delete every soft-deleted run of the experiment for real: metadata through the store's
+    ``_hard_delete_run`` (what ``mlflow gc`` calls) and the run's artifact folder."""
+    from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
+    from mlflow.tracking._tracking_service.utils import _get_store
+
+    store = _get_store(tracking_uri)
+    runs = _search(client, experiment_id, deleted=True)
+    for run in runs:
+        uri = run.info.artifact_uri
+        if uri.startswith(PROXIED_SCHEME):
+            folder = proxied_artifact_dir(uri, artifacts_root)  # <experiment>/<run id>/artifacts
+            shutil.rmtree(folder.parent if folder.name == "artifacts" else folder, ignore_errors=True)
+        elif uri.startswith("file:") or uri.startswith("/"):
+            get_artifact_repository(uri).delete_artifacts()
+        store._hard_delete_run(run.info.run_id)
+    return len(runs)
+
+
+def _purge_server(client: Any, experiment_id: str, tracking_uri: str) -> dict[str, Any]:
+    """On a server store, ``mlflow gc`` the experiment's soft-deleted runs when MLFLOW_BACKEND_STORE_URI
+    names the server's database; otherwise report them and the command to run."""
+    deleted = [run.info.run_id for run in _search(client, experiment_id, deleted=True)]
+    backend = os.environ.get("MLFLOW_BACKEND_STORE_URI", "").strip()
+    if not deleted:
+        return {"purged": 0}
+    if not backend:
+        return {"purged": 0, "soft_deleted": deleted, "to_purge": "on a machine with access to the server's database: "
+                "MLFLOW_TRACKING_URI=<server> mlflow gc --backend-store-uri <database URI>"}  # fmt: skip
+    for _ in range(3):  # a concurrent importer may purge some of them first: retry with what is left
+        command = [sys.executable, "-m", "mlflow", "gc", "--backend-store-uri", backend, "--run-ids", ",".join(deleted)]
+        result = subprocess.run(command, capture_output=True, text=True, env={**os.environ, "MLFLOW_TRACKING_URI": tracking_uri})
+        if result.returncode == 0:
+            return {"purged": len(deleted)}
+        still = {run.info.run_id for run in _search(client, experiment_id, deleted=True)}
+        deleted = [run_id for run_id in deleted if run_id in still]
+        if not deleted:
+            return {"purged": 0}
+    raise RuntimeError(f"mlflow gc failed: {result.stderr.strip()[-2000:]}")
+
+
+def import_runs(
+    run_dirs: list[Path], results_dir: Path, tracking_uri: str, experiment: str, stale_after_s: float = STALE_AFTER_S,
+) -> dict[str, Any]:  # fmt: skip
     """Import job folders into MLflow; returns ``{run_key: run_id}`` and counts of what was done."""
+    with store_lock(tracking_uri):
+        return _import_runs(run_dirs, results_dir, tracking_uri, experiment, stale_after_s)
+
+
+def _import_runs(run_dirs: list[Path], results_dir: Path, tracking_uri: str, experiment: str, stale_after_s: float) -> dict[str, Any]:
     from mlflow.tracking import MlflowClient
 
     client = MlflowClient(tracking_uri=tracking_uri)
-    artifact_root = None if is_remote(tracking_uri) else results_dir / "mlflow-artifacts"
-    experiment_id = _experiment_id(client, experiment, artifact_root)
-    existing = {}
-    for run in client.search_runs([experiment_id], max_results=50000):
-        key = run.data.tags.get(RUN_KEY)
-        if key is None:
-            continue
-        if CONTENT_HASH not in run.data.tags:
-            client.delete_run(run.info.run_id)  # half-imported by a killed import
-            continue
-        existing[key] = run
+    sqlite_store = sqlite_path(tracking_uri) is not None
+    artifacts_root = results_dir.resolve() / "mlflow-artifacts" if sqlite_store else None
+    experiment_id = _experiment_id(client, experiment, sqlite_store)
+    now_ms = int(time.time() * 1000)
+    stale_after_s = 0.0 if sqlite_store else stale_after_s  # under the lock nobody else is importing
+    existing: dict[str, list[Any]] = {}
+    removed_half = 0
+    for key, runs in _group_by_key(_search(client, experiment_id)).items():
+        for run in runs:
+            if CONTENT_HASH in run.data.tags:
+                existing.setdefault(key, []).append(run)
+            elif _is_stale(run, now_ms, stale_after_s):
+                removed_half += _delete(client, run.info.run_id)  # half-imported by a killed import
+    jobs = {run_dir.resolve().relative_to(results_dir.resolve()).as_posix(): run_dir for run_dir in sorted(run_dirs)}
+    disk_hashes = {key: content_hash(run_dir) for key, run_dir in jobs.items()}
     imported, skipped, replaced, ledger = 0, 0, 0, {}
-    for run_dir in sorted(run_dirs):
-        key = run_dir.resolve().relative_to(results_dir.resolve()).as_posix()
-        digest = content_hash(run_dir)
-        old = existing.get(key)
-        if old is not None and old.data.tags[CONTENT_HASH] == digest:
-            ledger[key] = old.info.run_id
+    for key, run_dir in jobs.items():
+        digest = disk_hashes[key]
+        runs = existing.get(key, [])
+        if not sqlite_store and not any(r.data.tags[CONTENT_HASH] == digest for r in runs):
+            runs = [r for r in _runs_of_key(client, experiment_id, key) if CONTENT_HASH in r.data.tags]  # search before create
+        current = [r for r in runs if r.data.tags[CONTENT_HASH] == digest]
+        if current:
+            ledger[key] = keeper(current, digest).info.run_id
             skipped += 1
             continue
-        if old is not None:
-            client.delete_run(old.info.run_id)
-            replaced += 1
-        ledger[key] = _log_run(client, experiment_id, run_dir, key, digest)
+        outdated = [_delete(client, r.info.run_id) for r in runs]
+        replaced += any(outdated)
+        ledger[key] = _log_run(client, experiment_id, run_dir, key, digest, artifacts_root)
         imported += 1
+    # final de-duplication: one complete run per key, chosen by the rule every importer applies
+    duplicates = 0
+    for key, runs in _group_by_key(_search(client, experiment_id)).items():
+        complete = [r for r in runs if CONTENT_HASH in r.data.tags]
+        if len(complete) < 2:
+            continue
+        kept = keeper(complete, disk_hashes.get(key))
+        duplicates += sum(_delete(client, r.info.run_id) for r in complete if r is not kept)
+        if key in ledger:
+            ledger[key] = kept.info.run_id
+    if sqlite_store:
+        purge = {"purged": _purge_sqlite(client, experiment_id, tracking_uri, artifacts_root)}
+    else:
+        purge = _purge_server(client, experiment_id, tracking_uri)
     return {"tracking_uri": redact_uri(tracking_uri), "experiment": experiment, "imported": imported,
-            "skipped": skipped, "replaced": replaced, "runs": ledger}  # fmt: skip
+            "skipped": skipped, "replaced": replaced, "duplicates_removed": duplicates,
+            "half_imported_removed": removed_half, **purge, "runs": ledger}  # fmt: skip

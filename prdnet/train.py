@@ -681,5 +681,8 @@ def write_outputs(job, checkpoint, history, test_predictions, metrics) -> None:
         "seed": job.training.seed,
     }
     tags = {**job.labels, "sanity_flags": ",".join(metrics["flags"]) or "none"}
-    write_json(out / "run.json", {"params": params, "tags": tags})
+    end_ms = int(time.time() * 1000)  # the job's real start and end, for MLflow's run duration
+    times = {"start_time_ms": end_ms - int(metrics["wall_time_s"] * 1000), "end_time_ms": end_ms}
+    inputs = {"shard_set": job.shard_paths[0].parent.name, "split_dir": Path(job.split_dir).as_posix()}
+    write_json(out / "run.json", {"params": params, "tags": tags, **times, "inputs": inputs})
     write_json(out / "metrics.json", metrics)

@@ -90,7 +90,8 @@ def test_runs_tags_and_artifacts_reach_the_server(server, workdir):
     client = mlflow.MlflowClient(server.uri)
     for run_id, artifact_uri in zip(runs["run_id"], runs["artifact_uri"]):
         assert artifact_uri.startswith("mlflow-artifacts:"), artifact_uri  # proxied by the server
-        assert {a.path for a in client.list_artifacts(run_id)} == ARTIFACTS
+        assert {a.path for a in client.list_artifacts(run_id)} == ARTIFACTS | {"plots"}
+        assert {a.path for a in client.list_artifacts(run_id, "plots")} == {"plots/parity.png", "plots/learning-curve.png"}
     stored = {path.name for path in server.artifacts.rglob("*") if path.is_file()}
     assert ARTIFACTS <= stored  # on the server's artifact destination, not in the results folder
     assert not (workdir / "results" / "mlflow-artifacts").exists()
@@ -104,7 +105,7 @@ def test_importing_again_adds_no_run(server, workdir):
 
 
 def test_a_server_that_is_down_fails_only_the_import_and_loses_nothing(server, workdir):
-    (metrics,) = (workdir / "results" / MP / "runs").glob("band_gap/fold0/cgcnn/paper/default/metrics.json")
+    (metrics,) = (workdir / "results" / MP / "runs").glob("band_gap/fold0/cgcnn/paper/default/seed0/metrics.json")
     metrics.unlink()
     server.stop_server()
     try:

@@ -125,7 +125,7 @@ def test_every_training_job_ran_as_a_slurm_job_asking_for_a_gpu(runs, cluster):
 
 def test_slurm_outputs_equal_a_local_run(runs):
     local, remote, _ = runs
-    local_metrics = sorted((local / "results").glob("*/runs/*/*/*/*/*/metrics.json"))
+    local_metrics = sorted((local / "results").glob("*/runs/*/*/*/*/*/*/metrics.json"))
     assert len(local_metrics) == TRAIN_JOBS + DUMMY_JOBS
     for path in local_metrics:
         other = remote / path.relative_to(local)

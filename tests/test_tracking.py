@@ -47,7 +47,13 @@ def test_each_job_becomes_one_run_with_tags_metrics_and_artifacts(jobs):
     client = mlflow.MlflowClient(default_tracking_uri(results))
     run_id = runs["run_id"].iloc[0]
     assert [m.step for m in client.get_metric_history(run_id, "val_mae")] == [1, 2]
-    assert {a.path for a in client.list_artifacts(run_id)} == {"metrics.json", "history.csv", "predictions.parquet", "run.json"}
+    # proxied location (no absolute path of this machine); the files lie where `mlflow ui
+    # --artifacts-destination results/mlflow-artifacts` serves them from
+    artifact_uri = client.get_run(run_id).info.artifact_uri
+    assert artifact_uri == f"mlflow-artifacts:/test/{run_id}/artifacts"
+    folder = results / "mlflow-artifacts" / "test" / run_id / "artifacts"
+    assert {p.name for p in folder.iterdir()} == {"metrics.json", "history.csv", "predictions.parquet", "run.json", "plots"}
+    assert {p.name for p in (folder / "plots").iterdir()} == {"parity.png", "learning-curve.png"}  # as in the HTML report
 
 
 def test_importing_again_adds_nothing(jobs):

@@ -51,7 +51,7 @@ def test_every_job_has_finite_metrics_and_a_weights_only_checkpoint(tiny):
     import torch
 
     workdir, _ = tiny
-    metrics_files = sorted((workdir / "results").glob("*/runs/*/*/*/*/*/metrics.json"))
+    metrics_files = sorted((workdir / "results").glob("*/runs/*/*/*/*/*/*/metrics.json"))
     assert len(metrics_files) == JOBS
     for path in metrics_files:
         metrics = json.loads(path.read_text())
@@ -116,7 +116,7 @@ def test_second_run_does_nothing_and_adds_no_mlflow_runs(tiny):
 
 def test_deleted_job_reruns_only_that_job_and_the_reports(tiny):
     workdir, _ = tiny
-    (metrics,) = (workdir / "results" / "matbench_jdft2d" / "runs").glob("*/fold2/cgcnn/paper/default/metrics.json")
+    (metrics,) = (workdir / "results" / "matbench_jdft2d" / "runs").glob("*/fold2/cgcnn/paper/default/seed0/metrics.json")
     metrics.unlink()
     plan = dry_run(workdir)
     stats = [line.split() for line in plan.split("Job stats:")[1].splitlines()]

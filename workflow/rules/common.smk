@@ -4,7 +4,7 @@ import shlex
 
 from snakemake.exceptions import WorkflowError
 
-from prdnet.config import validate_config, workflow_names
+from prdnet.config import training_for_seed, training_seeds, validate_config, workflow_names
 from prdnet.guards import DUMMY_MODEL
 from dataclasses import asdict
 
@@ -40,8 +40,9 @@ ALL_TASKS = sorted({task for options in config["datasets"].values() for task in 
 # wildcard values, from the model registry (the one list of names)
 DIFFRACTION_MODES = workflow_names()["diffraction"]
 ABLATIONS = workflow_names()["ablation"]
-RUN = "{dataset}/runs/{task}/{fold}/{model}/{diffraction}/{ablation}"
-"""A training job's folder below RESULTS: one job per dataset/task/fold/model/diffraction/ablation."""
+SEEDS = training_seeds(config["training"])
+RUN = "{dataset}/runs/{task}/{fold}/{model}/{diffraction}/{ablation}/seed{seed}"
+"""A training job's folder below RESULTS: one job per dataset/task/fold/model/diffraction/ablation/seed."""
 JOB_FILES = ["metrics.json", "predictions.parquet", "history.csv", "model.pt", "run.json"]
 
 
@@ -52,6 +53,7 @@ wildcard_constraints:
     model="|".join(sorted([*config["models"], DUMMY_MODEL])),
     diffraction="|".join(DIFFRACTION_MODES),
     ablation="|".join(ABLATIONS),
+    seed=r"\d+",
 
 
 def as_json(block):
@@ -111,14 +113,16 @@ def training_jobs(dataset=None):
             tasks = [t for t in config["datasets"][name]["tasks"] if t in experiment.get("tasks", [t])]
             for task in tasks:
                 for fold in folds(name):
-                    dummy = dict(dataset=name, task=task, fold=fold, model=DUMMY_MODEL, diffraction="none", ablation="default")
+                    dummy = dict(dataset=name, task=task, fold=fold, model=DUMMY_MODEL, diffraction="none",
+                                 ablation="default", seed=SEEDS[0])  # deterministic: one seed
                     jobs[tuple(dummy.values())] = dummy
                     for model in experiment["models"]:
                         for diffraction in experiment["diffraction"]:
                             for ablation in experiment["ablations"]:
-                                job = dict(dataset=name, task=task, fold=fold, model=model,
-                                           diffraction=diffraction, ablation=ablation)
-                                jobs[tuple(job.values())] = job
+                                for seed in SEEDS:
+                                    job = dict(dataset=name, task=task, fold=fold, model=model,
+                                               diffraction=diffraction, ablation=ablation, seed=seed)
+                                    jobs[tuple(job.values())] = job
     return [job for job in jobs.values() if dataset is None or job["dataset"] == dataset]
 
 

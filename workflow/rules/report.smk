@@ -2,10 +2,11 @@ localrules:
     aggregate,
     matbench_record,
     mlflow_import,
+    html_report,
 
 
 rule aggregate:
-    """One table per dataset: model variants × tasks, with and without diffraction, published scores."""
+    """One table per dataset: model variants × tasks, with and without diffraction (paired Δ, CI, p), published scores."""
     input:
         metrics=lambda w: [f"{run_dir(job)}/metrics.json" for job in training_jobs(w.dataset)],
         runs=lambda w: [f"{run_dir(job)}/run.json" for job in training_jobs(w.dataset)],
@@ -13,6 +14,7 @@ rule aggregate:
         markdown=f"{RESULTS}/tables/{{dataset}}.md",
         csv=f"{RESULTS}/tables/{{dataset}}.csv",
         runs=f"{RESULTS}/tables/{{dataset}}_runs.csv",
+        paired=f"{RESULTS}/tables/{{dataset}}_paired.csv",
     params:
         published=f"--published {config['published_scores']}" if config.get("published_scores") else "",
         prefix=lambda w: f"{RESULTS}/tables/{w.dataset}",
@@ -24,10 +26,11 @@ rule aggregate:
 
 
 rule matbench_record:
-    """A MatBench leaderboard file of one model variant, through MatbenchBenchmark.record and to_file."""
+    """A MatBench leaderboard file of one model variant, through MatbenchBenchmark.record and to_file
+    (one prediction per fold: the jobs of the first seed)."""
     input:
         predictions=lambda w: [
-            f"{run_dir(dict(w.items(), task=config['datasets'][w.dataset]['tasks'][0], fold=fold))}/predictions.parquet"
+            f"{run_dir(dict(w.items(), task=config['datasets'][w.dataset]['tasks'][0], fold=fold, seed=SEEDS[0]))}/predictions.parquet"
             for fold in folds(w.dataset)
         ],
     output:
@@ -67,3 +70,22 @@ rule mlflow_import:
     shell:
         "prdnet mlflow-import --metrics {input.metrics} --results-dir {params.results_dir} --experiment {params.experiment} "
         "{params.tracking_uri} --out {output} > {log} 2>&1"
+
+
+rule html_report:
+    """One self-contained HTML report (`make report`; not part of `all`): tables, bar charts, parity
+    plots and learning curves, rejects, audit (results/audit.md when present), provenance."""
+    input:
+        metrics=[f"{run_dir(job)}/metrics.json" for job in training_jobs()],
+        predictions=[f"{run_dir(job)}/predictions.parquet" for job in training_jobs()],
+        tables=[f"{RESULTS}/tables/{dataset}.md" for dataset in DATASETS if training_jobs(dataset)],
+    output:
+        f"{RESULTS}/report.html",
+    params:
+        results_dir=RESULTS,
+        config=as_json(config),
+    log:
+        "logs/report.log",
+    shell:
+        "prdnet report --metrics {input.metrics} --results-dir {params.results_dir} --config {params.config} "
+        "--out {output} > {log} 2>&1"

@@ -17,7 +17,7 @@ def train_launcher(wildcards):
 
 
 rule train:
-    """Train one model variant on one task and fold; test once on the best-validation weights.
+    """Train one model variant on one task, fold and seed; test once on the best-validation weights.
 
     The job checkpoints every epoch (checkpoint.pt in its folder, deleted when it has finished) and
     resumes from it when run again; stopped by SIGTERM/SIGUSR1 it writes the checkpoint and exits 75
@@ -35,9 +35,9 @@ rule train:
         run=f"{RESULTS}/{RUN}/run.json",
     params:
         model_spec=lambda w: as_json(model_spec(w)),
-        training=as_json(config["training"]),
+        training=lambda w: as_json(training_for_seed(config["training"], w.seed)),
         sanity=as_json(config.get("sanity", {})),
-        labels=lambda w: as_json({k: w[k] for k in ("dataset", "fold", "model", "diffraction", "ablation")}),
+        labels=lambda w: as_json({k: w[k] for k in ("dataset", "fold", "model", "diffraction", "ablation", "seed")}),
         split_dir=lambda w: f"{RESULTS}/{w.dataset}/splits/{w.task}/{w.fold}",
         out_dir=lambda w: f"{RESULTS}/" + RUN.format(**dict(w.items())),
         launch=train_launcher,
