@@ -101,7 +101,10 @@ def train(args: argparse.Namespace) -> None:
         out_dir=Path(args.out_dir),
         labels=labels,
     )
-    metrics = run_training(job)
+    try:
+        metrics = run_training(job)
+    except FloatingPointError as error:
+        sys.exit(f"prdnet train: {error}")
     print(json.dumps(metrics, indent=2))
 
 

@@ -76,6 +76,9 @@ def validate_config(config: dict[str, Any]) -> dict[str, Any]:
         split = dataset["split"]
         if split["kind"] == "random" and abs(sum(split["fractions"]) - 1.0) > 1e-9:
             raise ConfigError(f"config key 'datasets.{name}.split.fractions': must sum to 1, got {split['fractions']}")
+    for task, (low, high) in config["validation"].get("target_bounds", {}).items():
+        if low is not None and high is not None and low > high:
+            raise ConfigError(f"config key 'validation.target_bounds.{task}': low {low} is above high {high}")
     _check_references(config)
     return config
 

@@ -143,6 +143,12 @@ def train_epoch(model, loader, optimizer, scheduler, criterion, scaler, device, 
         output = model(batch)
         target = batch.y if kind == "classification" else scaler.forward(batch.y.to(output.dtype))
         loss = criterion(output, target)
+        if not torch.isfinite(loss):
+            raise FloatingPointError(
+                f"training loss is {float(loss.detach())} on the batch of crystals {list(batch.material_id)}: the job "
+                "stops without outputs. Check these targets (absurd values are rejected by "
+                "validation.target_bounds) or lower training.learning_rate."
+            )
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if max_grad_norm:

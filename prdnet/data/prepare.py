@@ -16,7 +16,8 @@ from typing import Any
 
 import numpy as np
 
-from prdnet.data.sources import Entry, load_source
+from prdnet.data.ids import id_problem, normalise_id
+from prdnet.data.sources import Entry, Task, load_source
 from prdnet.data.tables import CrystalColumns, crystals_table
 from prdnet.data.validate import ALL_TASKS, Reject, ValidationRules, validate_entry
 from prdnet.io import write_json, write_parquet, write_text
@@ -37,35 +38,55 @@ def reason_class(reason: str) -> str:
 
 
 def collect_entries(
-    entries: Any, tasks: list[str], rules: ValidationRules, candidates: dict[str, Any] | None = None
+    entries: Any,
+    tasks: list[str],
+    rules: ValidationRules,
+    candidates: dict[str, Any] | None = None,
+    task_info: dict[str, Task] | None = None,
 ) -> tuple[list[Entry], list[Reject], int]:
     """Validate entries; return the accepted ones, all rejects and the number read.
 
+    Ids are normalised (:func:`prdnet.data.ids.normalise_id`); an id seen before, exactly or only
+    after normalisation, is rejected as a duplicate. A target rejected for its task (missing,
+    non-finite, implausible) is removed from the accepted entry. ``task_info`` (task → the
+    source's :class:`Task`) gives each task's kind and default plausibility bounds.
+
     If ``candidates`` is a dict it is filled, per task, with the number of entries read whose
     target is finite (``count``) and ``rejected``: ``[index among those, id]`` of the ones
-    rejected whole, so that index-based split recipes (``matformer``) can be reproduced."""
+    rejected (whole, or for that task), so that index-based split recipes (``matformer``) can be
+    reproduced."""
     accepted: list[Entry] = []
     rejects: list[Reject] = []
-    seen: set[str] = set()
+    seen: dict[str, str] = {}
     read = 0
     if candidates is not None:
         candidates.update({t: {"count": 0, "rejected": []} for t in tasks})
     for entry in entries:
         read += 1
         with_target = [t for t in tasks if _finite(entry.targets.get(t))]
-        if entry.id in seen:
-            rejects.append(Reject(entry.id, ALL_TASKS, "duplicate id"))
+        raw_id, entry.id = entry.id, normalise_id(entry.id)
+        rejected_tasks: set[str] = set()
+        problem = id_problem(raw_id)
+        if problem is not None:
+            rejects.append(Reject(raw_id, ALL_TASKS, problem))
+            whole_reject = True
+        elif entry.id in seen:
+            first = seen[entry.id]
+            reason = "duplicate id" if first == raw_id else f"duplicate id: {raw_id!r} equals {first!r} after normalisation"
+            rejects.append(Reject(raw_id, ALL_TASKS, reason))
             whole_reject = True
         else:
-            seen.add(entry.id)
-            entry_rejects = validate_entry(entry, tasks, rules)
+            seen[entry.id] = raw_id
+            entry_rejects = validate_entry(entry, tasks, rules, task_info)
             rejects.extend(entry_rejects)
             whole_reject = any(r.task == ALL_TASKS for r in entry_rejects)
+            rejected_tasks = {r.task for r in entry_rejects}
             if not whole_reject:
+                entry.targets = {t: (None if t in rejected_tasks else v) for t, v in entry.targets.items()}
                 accepted.append(entry)
         if candidates is not None:
             for task in with_target:
-                if whole_reject:
+                if whole_reject or task in rejected_tasks:
                     candidates[task]["rejected"].append([candidates[task]["count"], entry.id])
                 candidates[task]["count"] += 1
     return accepted, rejects, read
@@ -110,7 +131,7 @@ def prepare_dataset(name: str, options: dict[str, Any], rules: ValidationRules, 
     if unknown:
         raise ValueError(f"dataset {name}: unknown task(s) {unknown}; source offers {sorted(source.tasks)}")
     candidates: dict[str, Any] = {}
-    accepted, rejects, read = collect_entries(source.entries, tasks, rules, candidates)
+    accepted, rejects, read = collect_entries(source.entries, tasks, rules, candidates, source.tasks)
     columns = entries_to_columns(accepted, tasks)
     rows = seeded_subset(len(accepted), options.get("subset"), int(options.get("subset_seed", 0)))
     columns = columns.take(rows)
@@ -132,6 +153,6 @@ def prepare_dataset(name: str, options: dict[str, Any], rules: ValidationRules, 
     }
     write_parquet(out_dir / "structures.parquet", crystals_table(columns), {"prdnet.summary": summary})
     write_text(out_dir / "rejects.csv", rejects_csv(rejects))
-    write_json(out_dir / "official_folds.json", source.folds or {})
+    write_json(out_dir / "official_folds.json", {f: [normalise_id(i) for i in ids] for f, ids in (source.folds or {}).items()})
     write_json(out_dir / "summary.json", summary)
     return summary

@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 
+from prdnet.data.ids import normalise_id
 from prdnet.io import write_json, write_text
 
 SPLIT_NAMES = ("train", "val", "test")
@@ -169,6 +170,7 @@ def write_splits(splits: dict[str, dict[str, dict[str, list[str]]]], out_dir: st
 
 
 def read_split(path: str | Path) -> list[str]:
-    """The ids of one split file."""
-    return [line.strip() for line in Path(path).read_text(encoding="utf-8").splitlines() if line.strip()]
+    """The ids of one split file, normalised as ``prepare`` stores them (:func:`prdnet.data.ids.normalise_id`)."""
+    ids = (normalise_id(line) for line in Path(path).read_text(encoding="utf-8").splitlines())
+    return [i for i in ids if i]
 

@@ -24,6 +24,9 @@ class Task:
     kind: TaskKind
     unit: str
     description: str = ""
+    bounds: tuple[float | None, float | None] = (None, None)
+    """Plausible range [low, high] of the target in ``unit`` (None = open); a value outside is rejected
+    for this task. The config's ``validation.target_bounds`` replaces it per task."""
 
 
 @dataclass

@@ -50,6 +50,14 @@ STRUCTURE_TASKS = {
 }
 
 
+TARGET_BOUNDS = {
+    # plausible target ranges of tasks above (validation.target_bounds replaces them); perovskites'
+    # e_form is per 5-atom cell, not per atom, so it has no default
+    "matbench_mp_e_form": (-10.0, 10.0),  # eV/atom
+    "matbench_mp_gap": (0.0, 30.0),  # eV
+}
+
+
 def target_value(value: Any) -> float | None:
     """A target as a float; booleans (mp_is_metal) become 1.0 / 0.0, missing values None."""
     if value is None:
@@ -87,7 +95,7 @@ def matbench(options: dict[str, Any]) -> SourceData:
     kind = "classification" if metadata["task_type"] == "classification" else "regression"
     folds = {f"fold{fold}": [str(i) for i in task.get_test_data(fold, include_target=False).index] for fold in task.folds}
     return SourceData(
-        tasks={name: Task(name, kind, str(metadata.get("unit") or ""), str(target))},
+        tasks={name: Task(name, kind, str(metadata.get("unit") or ""), str(target), TARGET_BOUNDS.get(benchmark_task, (None, None)))},
         entries=_entries(task.df, target, name),
         version=f"matbench {matbench_package.__version__}, {benchmark_task} sha256:{str(metadata.get('hash', ''))[:16]}",
         folds=folds,
