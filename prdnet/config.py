@@ -76,6 +76,12 @@ def validate_config(config: dict[str, Any]) -> dict[str, Any]:
         split = dataset["split"]
         if split["kind"] == "random" and abs(sum(split["fractions"]) - 1.0) > 1e-9:
             raise ConfigError(f"config key 'datasets.{name}.split.fractions': must sum to 1, got {split['fractions']}")
+    for name, dataset in config["datasets"].items():
+        if "targets" in dataset:
+            undefined = [t for t in dataset["tasks"] if t not in dataset["targets"]]
+            if undefined:
+                raise ConfigError(f"config key 'datasets.{name}.tasks': {undefined} have no entry in datasets.{name}.targets "
+                                  f"(defined: {sorted(dataset['targets'])}); add one with its column, kind and unit")  # fmt: skip
     for task, (low, high) in config["validation"].get("target_bounds", {}).items():
         if low is not None and high is not None and low > high:
             raise ConfigError(f"config key 'validation.target_bounds.{task}': low {low} is above high {high}")

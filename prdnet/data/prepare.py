@@ -18,6 +18,7 @@ import numpy as np
 
 from prdnet.data.ids import id_problem, normalise_id
 from prdnet.data.sources import Entry, Task, load_source
+from prdnet.data.sources.files import read_text
 from prdnet.data.tables import CrystalColumns, crystals_table
 from prdnet.data.validate import ALL_TASKS, Reject, ValidationRules, validate_entry
 from prdnet.io import write_json, write_parquet, write_text
@@ -115,6 +116,38 @@ def entries_to_columns(entries: list[Entry], tasks: list[str]) -> CrystalColumns
     )
 
 
+class EmptyDatasetError(ValueError):
+    """A dataset (or one of its tasks) has no usable entry."""
+
+
+def check_not_empty(name: str, accepted: list[Entry], rejects: list[Reject], read: int, tasks: list[str]) -> None:
+    """Stop with the reasons when nothing, or nothing for some task, was accepted."""
+    if not accepted:
+        reasons = Counter(reason_class(r.reason) for r in rejects if r.task == ALL_TASKS)
+        example = next((f"{r.id}: {r.reason}" for r in rejects), "no entries")
+        raise EmptyDatasetError(
+            f"dataset {name}: 0 of {read} entries accepted (rejected by reason: {dict(reasons)}; e.g. {example}). "
+            "Check the configured file, its id/structure/target columns and the validation block."
+        )
+    for task in tasks:
+        if not any(_finite(entry.targets.get(task)) for entry in accepted):
+            reasons = Counter(reason_class(r.reason) for r in rejects if r.task == task)
+            raise EmptyDatasetError(
+                f"dataset {name}: no usable target for task {task!r} in {len(accepted)} accepted entries "
+                f"(rejected for this task by reason: {dict(reasons)}); check the task's column and bounds"
+            )
+
+
+def id_list_folds(split: dict[str, Any]) -> dict[str, list[str]]:
+    """Test folds from the user's id-list files (``split: {kind: id_lists, test: [file, ...]}``):
+    ``fold<i>`` holds the ids of the i-th file, one a line, normalised as every id."""
+    folds = {}
+    for index, path in enumerate(split["test"]):
+        text = read_text(path, f"datasets.<name>.split.test.{index}")
+        folds[f"fold{index}"] = [i for i in (normalise_id(line) for line in text.splitlines()) if i]
+    return folds
+
+
 def seeded_subset(count: int, size: int | None, seed: int) -> np.ndarray:
     """Row indices of a seeded random subset of ``size`` rows (all rows if ``size`` is None), in order."""
     if size is None or size >= count:
@@ -132,6 +165,7 @@ def prepare_dataset(name: str, options: dict[str, Any], rules: ValidationRules, 
         raise ValueError(f"dataset {name}: unknown task(s) {unknown}; source offers {sorted(source.tasks)}")
     candidates: dict[str, Any] = {}
     accepted, rejects, read = collect_entries(source.entries, tasks, rules, candidates, source.tasks)
+    check_not_empty(name, accepted, rejects, read, tasks)
     columns = entries_to_columns(accepted, tasks)
     rows = seeded_subset(len(accepted), options.get("subset"), int(options.get("subset_seed", 0)))
     columns = columns.take(rows)
@@ -153,6 +187,7 @@ def prepare_dataset(name: str, options: dict[str, Any], rules: ValidationRules, 
     }
     write_parquet(out_dir / "structures.parquet", crystals_table(columns), {"prdnet.summary": summary})
     write_text(out_dir / "rejects.csv", rejects_csv(rejects))
-    write_json(out_dir / "official_folds.json", {f: [normalise_id(i) for i in ids] for f, ids in (source.folds or {}).items()})
+    folds = id_list_folds(options["split"]) if options["split"]["kind"] == "id_lists" else source.folds or {}
+    write_json(out_dir / "official_folds.json", {f: [normalise_id(i) for i in ids] for f, ids in folds.items()})
     write_json(out_dir / "summary.json", summary)
     return summary

@@ -128,5 +128,6 @@ def validate_entry(
         if problem is not None:
             rejects.append(Reject(entry.id, task, problem))
     if len(rejects) == len(tasks) and tasks:
-        return [Reject(entry.id, ALL_TASKS, "no usable target for any task")]
+        details = "; ".join(f"{r.task}: {r.reason}" for r in rejects)
+        return [Reject(entry.id, ALL_TASKS, f"no usable target for any task ({details})")]
     return rejects

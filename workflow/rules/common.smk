@@ -72,8 +72,10 @@ def shard_files(dataset):
 
 
 def folds(dataset):
+    """The dataset's folds, from the config alone: MatBench's five, the user's n_folds or id-list files, else fold0."""
     split = config["datasets"][dataset]["split"]
-    return [f"fold{i}" for i in range(5)] if split["kind"] == "matbench" else ["fold0"]
+    count = {"matbench": 5, "fold_column": split.get("n_folds"), "id_lists": len(split.get("test", []))}.get(split["kind"], 1)
+    return [f"fold{i}" for i in range(count)]
 
 
 def training_jobs(dataset=None):

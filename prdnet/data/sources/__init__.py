@@ -83,7 +83,7 @@ def load_source(name: str, options: dict[str, Any]) -> SourceData:
 
 
 def _import_builtin_sources() -> None:
-    from prdnet.data.sources import jarvis, matbench, mp_embedded, mp_live  # noqa: F401
+    from prdnet.data.sources import ase_files, generic, jarvis, matbench, mp_embedded, mp_live  # noqa: F401
 
 
 def structure_from_arrays(
