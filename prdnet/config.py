@@ -40,14 +40,30 @@ def _describe(error: jsonschema.ValidationError) -> str:
 
 
 def load_schema() -> dict[str, Any]:
-    """The configuration schema."""
-    return yaml.safe_load(SCHEMA_PATH.read_text(encoding="utf-8"))
+    """The configuration schema, with the list of sources from the source registry
+    (:func:`prdnet.data.sources.available_sources`: built-in and installed through entry points)."""
+    from prdnet.data.sources import available_sources
+
+    schema = yaml.safe_load(SCHEMA_PATH.read_text(encoding="utf-8"))
+    source = schema["$defs"]["dataset"]["properties"]["source"]
+    source["enum"] = available_sources()
+    return schema
+
+
+def load_model_schema() -> dict[str, Any]:
+    """The model spec schema, its model names extended by the models of installed packages
+    (entry point group ``prdnet.models``; listed without importing them)."""
+    from prdnet.plugins import MODEL_GROUP, entry_point_names
+
+    schema = yaml.safe_load(MODEL_SCHEMA_PATH.read_text(encoding="utf-8"))
+    names = schema["properties"]["name"]
+    names["enum"] = sorted(set(names["enum"]) | set(entry_point_names(MODEL_GROUP)))
+    return schema
 
 
 def _schema_registry() -> Registry:
     """Resolves ``$ref: model.schema.yaml`` to the model spec schema."""
-    model_schema = yaml.safe_load(MODEL_SCHEMA_PATH.read_text(encoding="utf-8"))
-    return Registry().with_resource("model.schema.yaml", Resource.from_contents(model_schema, DRAFT202012))
+    return Registry().with_resource("model.schema.yaml", Resource.from_contents(load_model_schema(), DRAFT202012))
 
 
 def _check_references(config: dict[str, Any]) -> None:

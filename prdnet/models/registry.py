@@ -32,6 +32,7 @@ from prdnet.models.matformer import Matformer
 from prdnet.models.megnet import MEGNet
 from prdnet.models.prdnet import PRDNet
 from prdnet.models.schnet import SchNet
+from prdnet.plugins import MODEL_GROUP, entry_point_names, load_entry_point
 
 BACKBONES: dict[str, type[nn.Module]] = {
     "prdnet": PRDNet,
@@ -50,6 +51,17 @@ ABLATIONS: dict[str, dict[str, Any]] = {
     "NoEdge": {"use_edge_features": False},
 }
 """Each ablation as overrides of backbone hyperparameters (PRDNet's paper Table 3)."""
+
+def available_models() -> list[str]:
+    """Built-in backbones and those of installed packages (entry point group ``prdnet.models``, a
+    class with a ``presets`` dict shaped as a ``models.<name>`` block of config/models.yaml)."""
+    return sorted(set(BACKBONES) | set(entry_point_names(MODEL_GROUP)))
+
+
+def backbone_class(name: str) -> type[nn.Module]:
+    """The backbone class called ``name`` (built in first, then entry points)."""
+    return BACKBONES[name] if name in BACKBONES else load_entry_point(MODEL_GROUP, name)
+
 
 DEFAULT_PRESETS = Path(__file__).resolve().parents[2] / "config" / "models.yaml"
 
@@ -81,10 +93,10 @@ def resolve_spec(spec: Mapping[str, Any], presets: Mapping[str, Any] | None = No
     """
     presets = load_presets() if presets is None else presets
     name = spec["name"]
-    if name not in BACKBONES:
-        raise ValueError(f"unknown model {name!r}; known: {', '.join(BACKBONES)}")
+    if name not in available_models():
+        raise ValueError(f"unknown model {name!r}; known: {', '.join(available_models())}")
     preset_name = spec.get("preset", "small")
-    model_presets = presets["models"][name]
+    model_presets = presets["models"][name] if name in presets["models"] else backbone_class(name).presets
     if preset_name not in model_presets:
         raise ValueError(f"model {name!r} has no preset {preset_name!r}; known: {', '.join(model_presets)}")
     params = _merge(model_presets[preset_name], spec.get("hyperparameters") or {})
@@ -127,7 +139,7 @@ def build_model(
     """The model described by ``spec`` for a regression (output [B]) or classification task
     (logits [B, num_classes]). ``presets`` defaults to ``config/models.yaml``."""
     resolved = resolve_spec(spec, presets)
-    backbone = BACKBONES[resolved["name"]](**resolved["backbone"])
+    backbone = backbone_class(resolved["name"])(**resolved["backbone"])
     diffraction = (
         build_diffraction(resolved["diffraction_mode"], backbone.out_channels, resolved["diffraction"])
         if resolved["diffraction_mode"] is not None

@@ -2,7 +2,8 @@
 
 A source is a callable that, given its config block, returns a :class:`SourceData`: the task
 definitions it offers and an iterator of :class:`Entry` (id, pymatgen ``Structure``, targets).
-New sources (mp-api, JARVIS, ...) register here and the rest of the pipeline is unchanged.
+Built-in sources register here with :func:`register_source`; other packages add theirs through
+the entry point group ``prdnet.sources`` (:mod:`prdnet.plugins`). The rest of the pipeline is unchanged.
 """
 
 from __future__ import annotations
@@ -69,17 +70,24 @@ def register_source(name: str) -> Callable[[SourceFactory], SourceFactory]:
 
 
 def available_sources() -> list[str]:
-    """Names of all registered sources."""
+    """Names of all sources: the built-in ones and those of installed packages (entry point group
+    ``prdnet.sources``, see :mod:`prdnet.plugins`). The config schema's list of sources is this one."""
+    from prdnet.plugins import SOURCE_GROUP, entry_point_names
+
     _import_builtin_sources()
-    return sorted(_REGISTRY)
+    return sorted(set(_REGISTRY) | set(entry_point_names(SOURCE_GROUP)))
 
 
 def load_source(name: str, options: dict[str, Any]) -> SourceData:
     """Open the source called ``name`` with its config ``options``."""
+    from prdnet.plugins import SOURCE_GROUP, load_entry_point
+
     _import_builtin_sources()
-    if name not in _REGISTRY:
-        raise KeyError(f"unknown source {name!r}; known sources: {', '.join(sorted(_REGISTRY))}")
-    return _REGISTRY[name](options)
+    if name in _REGISTRY:
+        return _REGISTRY[name](options)
+    if name not in available_sources():
+        raise KeyError(f"unknown source {name!r}; known sources: {', '.join(available_sources())}")
+    return load_entry_point(SOURCE_GROUP, name)(options)
 
 
 def _import_builtin_sources() -> None:
