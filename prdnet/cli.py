@@ -163,10 +163,11 @@ def mlflow_import(args: argparse.Namespace) -> None:
 
 
 def check_config(args: argparse.Namespace) -> None:
-    from prdnet.config import load_config
+    from prdnet.config import check_files, load_config
 
-    load_config(args.config)
-    print(f"{args.config}: valid")
+    config = load_config(args.config)
+    check_files(config)
+    print(f"{args.config}: valid; every configured file is there")
 
 
 def build_parser() -> argparse.ArgumentParser:

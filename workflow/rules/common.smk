@@ -4,7 +4,7 @@ import shlex
 
 from snakemake.exceptions import WorkflowError
 
-from prdnet.config import validate_config
+from prdnet.config import check_device, check_files, dataset_folds, validate_config
 from prdnet.data.graphs import GraphParams
 from prdnet.data.shards import shard_file_name, shard_set_digest
 
@@ -14,6 +14,16 @@ if not config:
         "(workflow/profiles/local)"
     )
 validate_config(config)
+check_device(config, jobs_run_here=False)
+# A dry run plans from the config alone and needs no data: missing files are a warning at parse time
+# and an error when a run starts (onstart runs before the first job, never in a dry run).
+check_files(config, warn_only=True)
+
+
+onstart:
+    check_files(config)
+    check_device(config, jobs_run_here=workflow.local_exec)  # cuda: CUDA here when the jobs run here
+
 
 RESULTS = config["results_dir"]
 DATASETS = sorted(config["datasets"])
@@ -72,10 +82,7 @@ def shard_files(dataset):
 
 
 def folds(dataset):
-    """The dataset's folds, from the config alone: MatBench's five, the user's n_folds or id-list files, else fold0."""
-    split = config["datasets"][dataset]["split"]
-    count = {"matbench": 5, "fold_column": split.get("n_folds"), "id_lists": len(split.get("test", []))}.get(split["kind"], 1)
-    return [f"fold{i}" for i in range(count)]
+    return dataset_folds(config["datasets"][dataset])
 
 
 def training_jobs(dataset=None):
@@ -85,7 +92,7 @@ def training_jobs(dataset=None):
         for name in experiment["datasets"]:
             tasks = [t for t in config["datasets"][name]["tasks"] if t in experiment.get("tasks", [t])]
             for task in tasks:
-                for fold in folds(name):
+                for fold in [f for f in folds(name) if f in experiment.get("folds", [f])]:
                     for model in experiment["models"]:
                         for diffraction in experiment["diffraction"]:
                             for ablation in experiment["ablations"]:

@@ -56,17 +56,30 @@ class SourceData:
 
 
 SourceFactory = Callable[[dict[str, Any]], SourceData]
+TaskLister = Callable[[dict[str, Any]], list[str] | None]
 _REGISTRY: dict[str, SourceFactory] = {}
+_TASK_LISTS: dict[str, TaskLister] = {}
 
 
-def register_source(name: str) -> Callable[[SourceFactory], SourceFactory]:
-    """Decorator registering a source factory under ``name``."""
+def register_source(name: str, tasks: TaskLister | None = None) -> Callable[[SourceFactory], SourceFactory]:
+    """Decorator registering a source factory under ``name``. ``tasks(options)`` names the tasks
+    the source offers for a config block without reading data (for the start-up checks)."""
 
     def decorate(factory: SourceFactory) -> SourceFactory:
         _REGISTRY[name] = factory
+        if tasks is not None:
+            _TASK_LISTS[name] = tasks
         return factory
 
     return decorate
+
+
+def offered_tasks(name: str, options: dict[str, Any]) -> list[str] | None:
+    """The tasks source ``name`` offers with ``options``, known from the config alone; ``None``
+    when the source does not say (a plugin without a task list, an unknown MatBench task)."""
+    _import_builtin_sources()
+    lister = _TASK_LISTS.get(name) or getattr(_REGISTRY.get(name), "offered_tasks", None)
+    return lister(options) if lister is not None else None
 
 
 def available_sources() -> list[str]:

@@ -18,7 +18,7 @@ from typing import Any
 from prdnet.data.ids import normalise_id
 from prdnet.data.sources import Entry, SourceData, register_source
 from prdnet.data.sources.files import DataFileError, check_file
-from prdnet.data.sources.generic import FoldCollector, _source_data, target_value
+from prdnet.data.sources.generic import FoldCollector, _source_data, configured_tasks, target_value
 
 DATABASE_SUFFIXES = (".db", ".aselmdb")
 
@@ -99,7 +99,7 @@ def _scalar(value: Any) -> Any:
         return None
 
 
-@register_source("ase")
+@register_source("ase", tasks=configured_tasks)
 def ase_source(options: dict[str, Any]) -> SourceData:
     """An extxyz file or an ASE database (module docstring)."""
     path = check_file(options["path"], "datasets.<name>.path")

@@ -45,6 +45,11 @@ STRUCTURE_SUFFIXES = (".cif", ".vasp", ".poscar", ".json", ".cssr", ".xsf", ".mc
 TABLE_FORMATS = ("csv", "parquet", "json", "jsonl")
 
 
+def configured_tasks(options: dict[str, Any]) -> list[str]:
+    """The task names of the ``targets`` block."""
+    return list(options.get("targets") or {})
+
+
 def tasks_from_config(options: dict[str, Any]) -> dict[str, Task]:
     """The ``targets`` block as task definitions (kind, unit, bounds)."""
     tasks = {}
@@ -273,7 +278,7 @@ def _source_data(options: dict[str, Any], entries: Iterator[Entry], folds: FoldC
     )
 
 
-@register_source("table")
+@register_source("table", tasks=configured_tasks)
 def table(options: dict[str, Any]) -> SourceData:
     """A table with an id column, a structure column and target columns (module docstring)."""
     path = check_file(options["path"], "datasets.<name>.path")
@@ -283,7 +288,7 @@ def table(options: dict[str, Any]) -> SourceData:
     return _source_data(options, entries, folds, [path])
 
 
-@register_source("matbench_json")
+@register_source("matbench_json", tasks=configured_tasks)
 def matbench_json(options: dict[str, Any]) -> SourceData:
     """A MatBench-format JSON (pandas split layout: the index is the id, pymatgen dicts in ``structure``)."""
     path = check_file(options["path"], "datasets.<name>.path")
@@ -343,7 +348,7 @@ def folder_entries(options: dict[str, Any], folds: FoldCollector, folder: Path, 
         yield Entry(entry_id, None, {}, parse_error=f"no row in the targets table {path.name} for {files[entry_id][0].name}")
 
 
-@register_source("structure_folder")
+@register_source("structure_folder", tasks=configured_tasks)
 def structure_folder(options: dict[str, Any]) -> SourceData:
     """A folder of structure files and a table of targets keyed by id (module docstring)."""
     path = check_file(options["path"], "datasets.<name>.path")

@@ -185,5 +185,7 @@ def _factory(source: str) -> Callable[[dict[str, Any]], SourceData]:
     return factory
 
 
-mp_2018 = register_source("mp_2018")(_factory("mp_2018"))
-jarvis_dft_3d_2021 = register_source("jarvis_dft_3d_2021")(_factory("jarvis_dft_3d_2021"))
+mp_2018 = register_source("mp_2018", tasks=lambda options: list(DATASETS["mp_2018"].tasks))(_factory("mp_2018"))
+jarvis_dft_3d_2021 = register_source("jarvis_dft_3d_2021", tasks=lambda options: list(DATASETS["jarvis_dft_3d_2021"].tasks))(
+    _factory("jarvis_dft_3d_2021")
+)

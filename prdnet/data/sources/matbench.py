@@ -80,7 +80,13 @@ def download(benchmark_task: str, matminer_data: str | Path) -> Path:
     return path
 
 
-@register_source("matbench")
+def matbench_tasks(options: dict[str, Any]) -> list[str] | None:
+    """The task name of a MatBench structure task (``None`` for one not in :data:`STRUCTURE_TASKS`)."""
+    name = STRUCTURE_TASKS.get(options.get("matbench_task", ""))
+    return [name] if name else None
+
+
+@register_source("matbench", tasks=matbench_tasks)
 def matbench(options: dict[str, Any]) -> SourceData:
     """Source factory: ``options['matbench_task']`` (e.g. ``matbench_jdft2d``), ``options['matminer_data']``."""
     import matbench as matbench_package

@@ -79,7 +79,7 @@ def file_digest(path: str | Path) -> str:
     return digest.hexdigest()
 
 
-@register_source("mp_2018_cgcnn36k")
+@register_source("mp_2018_cgcnn36k", tasks=lambda options: list(TASKS))
 def mp_2018_cgcnn36k(options: dict[str, Any]) -> SourceData:
     """Source factory: ``options['path']`` is the JSON-lines file."""
     path = check_file(options["path"], "datasets.<name>.path")

@@ -221,7 +221,7 @@ def read_documents(cache: str | Path) -> Iterator[Entry]:
         yield parse_document(document, index)
 
 
-@register_source("mp_live")
+@register_source("mp_live", tasks=lambda options: list(TASKS))
 def mp_live(options: dict[str, Any]) -> SourceData:
     """Source factory: ``options['cache']`` (downloaded first if absent; needs ``MP_API_KEY``),
     ``criteria`` or ``material_ids``, ``chunk_size``, ``num_chunks``."""
