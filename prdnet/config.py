@@ -163,8 +163,9 @@ def configured_files(config: dict[str, Any]) -> dict[str, tuple[str, str]]:
             files[f"{key}.matminer_data"] = (dataset["matminer_data"], "folder")
         for index, path in enumerate(dataset["split"].get("test", []) if dataset["split"]["kind"] == "id_lists" else []):
             files[f"{key}.split.test.{index}"] = (path, "file")
-    if config.get("published_scores"):
-        files["published_scores"] = (config["published_scores"], "file")
+    for key in ("published_scores", "atom_features"):
+        if config.get(key):
+            files[key] = (config[key], "file")
     return files
 
 

@@ -7,6 +7,7 @@ from snakemake.exceptions import WorkflowError
 from prdnet.config import check_device, check_files, dataset_folds, validate_config
 from prdnet.data.graphs import GraphParams
 from prdnet.data.shards import shard_file_name, shard_set_digest
+from prdnet.models.registry import resolve_spec
 
 if not config:
     raise WorkflowError(
@@ -111,6 +112,29 @@ def model_spec(wildcards):
     spec["diffraction"] = None if wildcards.diffraction == "none" else wildcards.diffraction
     spec["ablation"] = None if wildcards.ablation == "default" else wildcards.ablation
     return spec
+
+
+def tracked_model(wildcards):
+    """The resolved model spec of a job (preset of config/models.yaml, overrides, diffraction and
+    ablation): a train param, so editing a preset re-runs exactly the jobs that use it."""
+    return json.dumps(resolve_spec(model_spec(wildcards)), sort_keys=True)
+
+
+def source_files(dataset):
+    """The data files a dataset's prepare step reads (declared inputs, so an edit re-runs it and
+    everything after it): the configured file, a structure folder's files, the MatBench task
+    file, id-list files. Files not there yet are left out (a dry run plans without the data;
+    a real run stops at start-up, see check_files)."""
+    options = config["datasets"][dataset]
+    paths = [options[key] for key in ("path",) if key in options]
+    if os.path.isdir(options.get("structures_dir", "")):
+        folder = options["structures_dir"]
+        paths += sorted(os.path.join(folder, name) for name in os.listdir(folder) if not name.startswith("."))
+    if options["source"] == "matbench" and os.path.normpath(options["matminer_data"]) != MATMINER_RESOURCES:
+        paths.append(os.path.join(options["matminer_data"], f"{options['matbench_task']}.json.gz"))  # else a download
+    if options["split"]["kind"] == "id_lists":
+        paths += options["split"]["test"]
+    return [path for path in paths if os.path.isfile(path)]
 
 
 def is_matbench(dataset):

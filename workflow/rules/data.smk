@@ -2,6 +2,7 @@ rule prepare:
     """Read a source, validate every entry, write the crystal table and the rejects."""
     input:
         lambda w: source_downloads(w.dataset),
+        lambda w: source_files(w.dataset),
     output:
         structures=f"{RESULTS}/{{dataset}}/structures.parquet",
         rejects=f"{RESULTS}/{{dataset}}/rejects.csv",

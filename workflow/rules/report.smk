@@ -9,12 +9,13 @@ rule aggregate:
     input:
         metrics=lambda w: [f"{run_dir(job)}/metrics.json" for job in training_jobs(w.dataset)],
         runs=lambda w: [f"{run_dir(job)}/run.json" for job in training_jobs(w.dataset)],
+        published=[config["published_scores"]] if config.get("published_scores") else [],
     output:
         markdown=f"{RESULTS}/tables/{{dataset}}.md",
         csv=f"{RESULTS}/tables/{{dataset}}.csv",
         runs=f"{RESULTS}/tables/{{dataset}}_runs.csv",
     params:
-        published=f"--published {config['published_scores']}" if config.get("published_scores") else "",
+        published=f"--published {config['published_scores']}" if config.get("published_scores") else "",  # an input too
         prefix=lambda w: f"{RESULTS}/tables/{w.dataset}",
     log:
         "logs/aggregate/{dataset}.log",

@@ -12,6 +12,7 @@ rule train:
         run=f"{RESULTS}/{RUN}/run.json",
     params:
         model_spec=lambda w: as_json(model_spec(w)),
+        resolved_model=tracked_model,  # not on the command line: tracked, so a preset edit re-runs its jobs
         training=as_json(config["training"]),
         labels=lambda w: as_json({k: w[k] for k in ("dataset", "fold", "model", "diffraction", "ablation")}),
         split_dir=lambda w: f"{RESULTS}/{w.dataset}/splits/{w.task}/{w.fold}",
