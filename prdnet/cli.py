@@ -162,6 +162,19 @@ def mlflow_import(args: argparse.Namespace) -> None:
           f"already there {ledger['skipped']}")  # fmt: skip
 
 
+def predict(args: argparse.Namespace) -> None:
+    from prdnet.predict import PredictError, predict_to_csv
+
+    options = {key: value for key, value in [("id_column", args.id_column), ("structure_column", args.structure_column),
+               ("structure_format", args.structure_format), ("format", args.format), ("id_key", args.id_key)] if value}  # fmt: skip
+    try:
+        rows = predict_to_csv(args.job, args.structures, args.out, options, args.device, args.batch_size)
+    except (PredictError, ValueError) as error:
+        sys.exit(f"prdnet predict: {error}")
+    rejected = sum(bool(row["reason"]) for row in rows)
+    print(f"{args.out}: {len(rows) - rejected} crystals predicted by {len(args.job)} job(s), {rejected} rejected (reason column)")
+
+
 def check_config(args: argparse.Namespace) -> None:
     from prdnet.config import check_files, load_config
 
@@ -236,6 +249,19 @@ def build_parser() -> argparse.ArgumentParser:
                        help="use the environment variable MLFLOW_TRACKING_URI (e.g. an http:// server)")  # fmt: skip
     command.add_argument("--out", required=True, help="ledger JSON of imported runs")
     command.set_defaults(run=mlflow_import)
+
+    command = commands.add_parser("predict", help="apply finished jobs (several: ensemble mean and spread) to new crystals")
+    command.add_argument("--job", nargs="+", required=True, help="finished job folder(s), e.g. results/<dataset>/runs/<task>/fold*/<model>/<diffraction>/<ablation>")
+    command.add_argument("--structures", required=True, help="a folder of structure files, an extxyz file / ASE database, or a table")
+    command.add_argument("--out", required=True, help="CSV: id, predicted [, predicted_std, n_models], reason")
+    command.add_argument("--id-column", default=None, help="table: id column (default id)")
+    command.add_argument("--structure-column", default=None, help="table: structure column (default structure)")
+    command.add_argument("--structure-format", default=None, choices=["auto", "cif", "poscar", "path", "pymatgen"])
+    command.add_argument("--format", default=None, help="table or ASE file format (default: from the name)")
+    command.add_argument("--id-key", default=None, help="extxyz / ASE database: the key holding each frame's id")
+    command.add_argument("--device", default="cpu")
+    command.add_argument("--batch-size", type=int, default=None, help="default: the job's training batch size")
+    command.set_defaults(run=predict)
 
     command = commands.add_parser("check-config", help="validate a configuration file")
     command.add_argument("config")

@@ -281,5 +281,9 @@ def write_outputs(job, model, scaler, history, test_predictions, metrics) -> Non
         **job.labels,
         "seed": job.training.seed,
     }
-    write_json(out / "run.json", {"params": params, "tags": job.labels})
+    # what `prdnet predict` needs to rebuild this model: its spec, the task kind and the output width
+    outputs = [layer for layer in model.head.modules() if isinstance(layer, nn.Linear)][-1].out_features
+    build = {"model_spec": job.model_spec, "task": job.task, "task_kind": job.task_kind, "unit": job.unit,
+             "num_classes": outputs if job.task_kind == "classification" else 2}  # fmt: skip
+    write_json(out / "run.json", {"params": params, "tags": job.labels, "build": build})
     write_json(out / "metrics.json", metrics)
