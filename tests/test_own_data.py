@@ -193,3 +193,11 @@ def test_each_format_trains_through_the_workflow(tmp_path):
             assert metrics["test_mae"] == metrics["test_mae"] and metrics["unit"] == "eV/atom"
         assert (results / "tables" / f"{dataset}.md").exists()
     assert "no-file-1" in (results / "perovskites_cif" / "rejects.csv").read_text()
+
+
+def test_the_readme_config_for_a_cif_folder_is_valid():
+    readme = (ROOT / "README.md").read_text()
+    section = readme.split("## Benchmark your own data")[1]
+    block = section.split("```yaml\n")[1].split("```")[0]
+    config = validate_config(yaml.safe_load(block))
+    assert config["datasets"]["perovskites"]["source"] == "structure_folder"

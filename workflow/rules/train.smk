@@ -24,7 +24,7 @@ rule train:
         gpu=config["resources"]["train"]["gpu"],
         **({"gpu_model": config["resources"]["train"]["gpu_model"]} if config["resources"]["train"].get("gpu_model") else {}),
     log:
-        "logs/train/" + RUN + ".log",
+        f"{RESULTS}/logs/train/{RUN}.log",
     shell:
         "OMP_NUM_THREADS={threads} MKL_NUM_THREADS={threads} prdnet train --shards {input.shards} "
         "--split-dir {params.split_dir} --dataset-summary {input.summary} --task {wildcards.task} "
