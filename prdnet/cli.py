@@ -23,7 +23,13 @@ def prepare(args: argparse.Namespace) -> None:
     from prdnet.data.prepare import prepare_dataset
     from prdnet.data.validate import ValidationRules
 
-    summary = prepare_dataset(args.dataset, args.options, ValidationRules(**args.validation), args.out_dir)
+    from prdnet.data.prepare import EmptyDatasetError
+    from prdnet.data.sources.files import DataFileError
+
+    try:
+        summary = prepare_dataset(args.dataset, args.options, ValidationRules(**args.validation), args.out_dir)
+    except (DataFileError, EmptyDatasetError) as error:
+        sys.exit(f"prdnet prepare: {error}")
     print(
         f"{args.dataset}: read {summary['read']}, accepted {summary['accepted']}, "
         f"rejected {summary['rejected']} {summary['rejected_by_reason']}, "

@@ -25,7 +25,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pyarrow.parquet as pq
 import torch
 
 from prdnet.data.graphs import FEATURIZER_VERSION, GraphParams

@@ -193,6 +193,7 @@ def test_each_format_trains_through_the_workflow(tmp_path):
             assert metrics["test_mae"] == metrics["test_mae"] and metrics["unit"] == "eV/atom"
         assert (results / "tables" / f"{dataset}.md").exists()
     assert "no-file-1" in (results / "perovskites_cif" / "rejects.csv").read_text()
+    assert (results / "logs" / "prepare" / "perovskites_cif.log").exists() and not (tmp_path / "logs").exists()
 
 
 def test_the_readme_config_for_a_cif_folder_is_valid():

@@ -11,7 +11,7 @@ import torch
 import yaml
 
 from prdnet.config import ConfigError, check_device, check_files, validate_config
-from tiny_workflow import MP, ROOT, snakemake, write_tiny_config
+from tiny_workflow import MP, snakemake, write_tiny_config
 
 
 @pytest.fixture

@@ -18,7 +18,7 @@ from typing import Any
 from prdnet.data.ids import normalise_id
 from prdnet.data.sources import Entry, SourceData, register_source
 from prdnet.data.sources.files import DataFileError, check_file
-from prdnet.data.sources.generic import FoldCollector, _source_data, configured_tasks, target_value
+from prdnet.data.sources.generic import FoldCollector, configured_tasks, source_data, target_value
 
 DATABASE_SUFFIXES = (".db", ".aselmdb")
 
@@ -108,4 +108,4 @@ def ase_source(options: dict[str, Any]) -> SourceData:
     except ImportError as error:  # pragma: no cover - ase is a pinned dependency
         raise DataFileError("source 'ase' needs the package ase (pip install ase)") from error
     folds = FoldCollector(options)
-    return _source_data(options, ase_entries(options, path, folds), folds, [path])
+    return source_data(options, ase_entries(options, path, folds), folds, [path])

@@ -268,7 +268,7 @@ def content_digest(paths: list[Path]) -> str:
     return digest.hexdigest()
 
 
-def _source_data(options: dict[str, Any], entries: Iterator[Entry], folds: FoldCollector, files: list[Path]) -> SourceData:
+def source_data(options: dict[str, Any], entries: Iterator[Entry], folds: FoldCollector, files: list[Path]) -> SourceData:
     """SourceData whose folds (from the fold column) are filled as the entries are read."""
     return SourceData(
         tasks=tasks_from_config(options),
@@ -285,7 +285,7 @@ def table(options: dict[str, Any]) -> SourceData:
     folds = FoldCollector(options)
     entries = table_entries(options, folds, options.get("id_column", "id"), options.get("structure_column", "structure"),
                             options.get("structure_format", "auto"))  # fmt: skip
-    return _source_data(options, entries, folds, [path])
+    return source_data(options, entries, folds, [path])
 
 
 @register_source("matbench_json", tasks=configured_tasks)
@@ -295,7 +295,7 @@ def matbench_json(options: dict[str, Any]) -> SourceData:
     folds = FoldCollector(options)
     entries = table_entries({**options, "format": "json"}, folds, options.get("id_column"),
                             options.get("structure_column", "structure"), "pymatgen")  # fmt: skip
-    return _source_data(options, entries, folds, [path])
+    return source_data(options, entries, folds, [path])
 
 
 NOT_STRUCTURE_SUFFIXES = (".csv", ".tsv", ".parquet", ".jsonl", ".gz", ".txt", ".md", ".yaml", ".yml")
@@ -358,4 +358,4 @@ def structure_folder(options: dict[str, Any]) -> SourceData:
     files = structure_files(folder)
     folds = FoldCollector(options)
     all_files = [path, *sorted(p for group in files.values() for p in group)]
-    return _source_data(options, folder_entries(options, folds, folder, files), folds, all_files)
+    return source_data(options, folder_entries(options, folds, folder, files), folds, all_files)
