@@ -132,6 +132,11 @@ def _check_tasks_offered(config: dict[str, Any]) -> None:
                 raise ConfigError(f"config key 'datasets.{name}.tasks': {undefined} have no entry in datasets.{name}.targets "
                                   f"(defined: {sorted(dataset['targets'])}); add one with its column, kind and unit")  # fmt: skip
             continue
+        if dataset["source"] == "matbench":
+            from prdnet.data.sources.matbench import STRUCTURE_TASKS, not_a_matbench_task
+
+            if dataset["matbench_task"] not in STRUCTURE_TASKS:
+                raise ConfigError(not_a_matbench_task(dataset["matbench_task"]).replace("<name>", name))
         offered = offered_tasks(dataset["source"], dataset)
         unknown = [t for t in dataset["tasks"] if offered is not None and t not in offered]
         if unknown:

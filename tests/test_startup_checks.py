@@ -61,6 +61,11 @@ def test_a_task_the_source_does_not_offer_is_named(config):
     fails(config, rf"config key 'datasets.{MP}.tasks': source mp_2018_cgcnn36k does not offer \['bandgap'\]")
 
 
+def test_a_file_under_a_name_matbench_does_not_know_points_to_matbench_json(config):
+    config["datasets"]["matbench_jdft2d"]["matbench_task"] = "matbench_my_perovskites"
+    fails(config, r"'datasets.matbench_jdft2d.matbench_task': 'matbench_my_perovskites' is not a MatBench v0.1 .*use source: matbench_json")
+
+
 def test_misspelled_experiment_tasks_are_named(config):
     config["experiments"][0]["tasks"] = ["formation_enrgy", "exfoliation_en"]
     fails(config, r"config key 'experiments.0.tasks': \['formation_enrgy'\] are tasks of none of its datasets")

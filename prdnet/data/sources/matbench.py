@@ -80,6 +80,13 @@ def download(benchmark_task: str, matminer_data: str | Path) -> Path:
     return path
 
 
+def not_a_matbench_task(name: str) -> str:
+    """The error for a ``matbench_task`` that MatBench v0.1 does not have."""
+    return (f"config key 'datasets.<name>.matbench_task': {name!r} is not a MatBench v0.1 structure task "
+            f"({', '.join(STRUCTURE_TASKS)}); for a file in MatBench's format under another name use "
+            "source: matbench_json with its path and a targets block")  # fmt: skip
+
+
 def matbench_tasks(options: dict[str, Any]) -> list[str] | None:
     """The task name of a MatBench structure task (``None`` for one not in :data:`STRUCTURE_TASKS`)."""
     name = STRUCTURE_TASKS.get(options.get("matbench_task", ""))
@@ -92,6 +99,8 @@ def matbench(options: dict[str, Any]) -> SourceData:
     import matbench as matbench_package
 
     benchmark_task = options["matbench_task"]
+    if benchmark_task not in STRUCTURE_TASKS:
+        raise ValueError(not_a_matbench_task(benchmark_task))
     _, task = open_matbench_task(benchmark_task, options.get("matminer_data"))
     metadata = task.metadata
     if metadata["input_type"] != "structure":
