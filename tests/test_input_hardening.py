@@ -14,7 +14,7 @@ import pytest
 from prdnet.config import ConfigError, load_config
 from prdnet.data.graphs import GraphParams
 from prdnet.data.ids import normalise_id
-from prdnet.data.prepare import collect_entries, entries_to_columns, prepare_dataset
+from prdnet.data.prepare import EmptyDatasetError, collect_entries, entries_to_columns, prepare_dataset
 from prdnet.data.shards import featurize_dataset
 from prdnet.data.sources.files import DataFileError
 from prdnet.data.sources.mp_embedded import read_mp_embedded
@@ -121,8 +121,14 @@ def test_absurd_targets_are_rejected_for_their_task_only(tmp_path):
 
 def test_configured_bounds_replace_the_defaults(tmp_path):
     rules = ValidationRules(target_bounds={"band_gap": [-10.0, None], "formation_energy": [-0.5, 0.5]})
-    _, rejects, _ = prepare_lines(tmp_path, [line(record("mp-neg-gap", gap=-5.0, e_form=-1.0))], rules)
-    assert [(r["task"], r["reason"].split(":")[0]) for r in rejects] == [("formation_energy", "implausible target")]
+    lines = [line(record("mp-neg-gap", gap=-5.0, e_form=-1.0)), line(record("mp-ok", e_form=0.1))]
+    _, rejects, _ = prepare_lines(tmp_path, lines, rules)
+    assert [(r["id"], r["task"], r["reason"].split(":")[0]) for r in rejects] == [("mp-neg-gap", "formation_energy", "implausible target")]
+
+
+def test_a_task_left_without_any_usable_target_stops_prepare(tmp_path):
+    with pytest.raises(EmptyDatasetError, match=r"no usable target for task 'formation_energy' .*'implausible target': 1"):
+        prepare_lines(tmp_path, [line(record("mp-1", e_form=50.0))])
 
 
 def test_bounds_with_low_above_high_are_a_config_error(tmp_path):

@@ -187,7 +187,8 @@ def prepare_dataset(name: str, options: dict[str, Any], rules: ValidationRules, 
     }
     write_parquet(out_dir / "structures.parquet", crystals_table(columns), {"prdnet.summary": summary})
     write_text(out_dir / "rejects.csv", rejects_csv(rejects))
-    folds = id_list_folds(options["split"]) if options["split"]["kind"] == "id_lists" else source.folds or {}
+    split = options.get("split") or {}
+    folds = id_list_folds(split) if split.get("kind") == "id_lists" else source.folds or {}
     write_json(out_dir / "official_folds.json", {f: [normalise_id(i) for i in ids] for f, ids in folds.items()})
     write_json(out_dir / "summary.json", summary)
     return summary

@@ -22,13 +22,17 @@ class DataFileError(ValueError):
     """A configured data file cannot be read (missing, a folder, or not in the expected format)."""
 
 
+class MissingDataFileError(DataFileError, FileNotFoundError):
+    """A configured data file is not there."""
+
+
 def check_file(path: str | Path, key: str) -> Path:
     """``path`` as a ``Path`` if it is a readable file; else a :class:`DataFileError` naming ``key``."""
     path = Path(path)
     if path.is_dir():
         raise DataFileError(f"config key '{key}': {path} is a folder, not a file")
     if not path.is_file():
-        raise DataFileError(f"config key '{key}': file {path} not found (relative paths start at the project root)")
+        raise MissingDataFileError(f"config key '{key}': file {path} not found (relative paths start at the project root)")
     return path
 
 
