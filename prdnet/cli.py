@@ -23,7 +23,13 @@ def prepare(args: argparse.Namespace) -> None:
     from prdnet.data.prepare import prepare_dataset
     from prdnet.data.validate import ValidationRules
 
-    summary = prepare_dataset(args.dataset, args.options, ValidationRules(**args.validation), args.out_dir)
+    from prdnet.data.prepare import EmptyDatasetError
+    from prdnet.data.sources.files import DataFileError
+
+    try:
+        summary = prepare_dataset(args.dataset, args.options, ValidationRules(**args.validation), args.out_dir)
+    except (DataFileError, EmptyDatasetError) as error:
+        sys.exit(f"prdnet prepare: {error}")
     print(
         f"{args.dataset}: read {summary['read']}, accepted {summary['accepted']}, "
         f"rejected {summary['rejected']} {summary['rejected_by_reason']}, "
@@ -104,7 +110,10 @@ def train(args: argparse.Namespace) -> None:
         atom_features=Path(args.atom_features) if args.atom_features else None,
         sanity=SanityThresholds(**args.sanity),
     )
-    metrics = run_job(job)
+    try:
+        metrics = run_job(job)
+    except FloatingPointError as error:  # a diverged job: one clear line, no outputs
+        sys.exit(f"prdnet train: {error}")
     print(json.dumps(metrics, indent=2))
 
 
@@ -170,11 +179,25 @@ def report(args: argparse.Namespace) -> None:
     print(f"wrote {args.out} ({len(run_dirs)} jobs)")
 
 
-def check_config(args: argparse.Namespace) -> None:
-    from prdnet.config import load_config
+def predict(args: argparse.Namespace) -> None:
+    from prdnet.predict import PredictError, predict_to_csv
 
-    load_config(args.config)
-    print(f"{args.config}: valid")
+    options = {key: value for key, value in [("id_column", args.id_column), ("structure_column", args.structure_column),
+               ("structure_format", args.structure_format), ("format", args.format), ("id_key", args.id_key)] if value}  # fmt: skip
+    try:
+        rows = predict_to_csv(args.job, args.structures, args.out, options, args.device, args.batch_size)
+    except (PredictError, ValueError) as error:
+        sys.exit(f"prdnet predict: {error}")
+    rejected = sum(bool(row["reason"]) for row in rows)
+    print(f"{args.out}: {len(rows) - rejected} crystals predicted by {len(args.job)} job(s), {rejected} rejected (reason column)")
+
+
+def check_config(args: argparse.Namespace) -> None:
+    from prdnet.config import check_files, load_config
+
+    config = load_config(args.config)
+    check_files(config)
+    print(f"{args.config}: valid; every configured file is there")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -254,6 +277,18 @@ def build_parser() -> argparse.ArgumentParser:
     command.add_argument("--config", type=_json, default={}, help="the run's configuration (JSON), shown as provenance")
     command.add_argument("--out", required=True, help="the HTML file")
     command.set_defaults(run=report)
+    command = commands.add_parser("predict", help="apply finished jobs (several: ensemble mean and spread) to new crystals")
+    command.add_argument("--job", nargs="+", required=True, help="finished job folder(s), e.g. results/<dataset>/runs/<task>/fold*/<model>/<diffraction>/<ablation>")
+    command.add_argument("--structures", required=True, help="a folder of structure files, an extxyz file / ASE database, or a table")
+    command.add_argument("--out", required=True, help="CSV: id, predicted [, predicted_std, n_models], reason")
+    command.add_argument("--id-column", default=None, help="table: id column (default id)")
+    command.add_argument("--structure-column", default=None, help="table: structure column (default structure)")
+    command.add_argument("--structure-format", default=None, choices=["auto", "cif", "poscar", "path", "pymatgen"])
+    command.add_argument("--format", default=None, help="table or ASE file format (default: from the name)")
+    command.add_argument("--id-key", default=None, help="extxyz / ASE database: the key holding each frame's id")
+    command.add_argument("--device", default="cpu")
+    command.add_argument("--batch-size", type=int, default=None, help="default: the job's training batch size")
+    command.set_defaults(run=predict)
 
     command = commands.add_parser("check-config", help="validate a configuration file")
     command.add_argument("config")

@@ -1,11 +1,15 @@
 """Load and validate the workflow configuration against ``workflow/schemas/config.schema.yaml``.
 
-Errors name the offending key by its path (``datasets.mp.split.seed``) so a typo is found at
-start-up, not hours into a run.
+Errors name the offending key by its path (``datasets.mp.split.seed``) and the fix, so a typo is
+found at start-up, not hours into a run: :func:`validate_config` checks the keys and types, that
+every task, fold, model and preset exists and that every experiment plans a job;
+:func:`check_files` that every configured file is there; :func:`check_device` that
+``device: cuda`` has GPUs. The workflow (common.smk) runs all three before any job.
 """
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +21,9 @@ from referencing.jsonschema import DRAFT202012
 SCHEMA_DIR = Path(__file__).resolve().parent.parent / "workflow" / "schemas"
 SCHEMA_PATH = SCHEMA_DIR / "config.schema.yaml"
 MODEL_SCHEMA_PATH = SCHEMA_DIR / "model.schema.yaml"
+PRESETS_PATH = SCHEMA_DIR.parents[1] / "config" / "models.yaml"
+MATMINER_DOWNLOADS = "resources/matminer"
+"""The folder the download rule fills with MatBench data (workflow/rules/download.smk)."""
 
 
 class ConfigError(ValueError):
@@ -56,16 +63,23 @@ def load_model_schema() -> dict[str, Any]:
     from prdnet.models.registry import ABLATIONS, BACKBONES, DIFFRACTION_MODES
 
     schema = yaml.safe_load(MODEL_SCHEMA_PATH.read_text(encoding="utf-8"))
-    schema["properties"]["name"]["enum"] = list(BACKBONES)
+    from prdnet.models.registry import available_models
+
+    schema["properties"]["name"]["enum"] = available_models()
     schema["$defs"]["diffraction_mode"]["enum"] = list(DIFFRACTION_MODES)
     schema["$defs"]["ablation"]["enum"] = list(ABLATIONS)
-    schema["$defs"]["presets_file"]["properties"]["models"]["propertyNames"]["enum"] = list(BACKBONES)
+    schema["$defs"]["presets_file"]["properties"]["models"]["propertyNames"]["enum"] = list(BACKBONES)  # built in
     return schema
 
 
 def load_schema() -> dict[str, Any]:
-    """The configuration schema, its name lists filled from the model registry."""
+    """The configuration schema, its name lists filled from the registries: sources
+    (:func:`prdnet.data.sources.available_sources`: built-in and installed through entry points),
+    diffraction modes and ablations (:func:`workflow_names`)."""
+    from prdnet.data.sources import available_sources
+
     schema = yaml.safe_load(SCHEMA_PATH.read_text(encoding="utf-8"))
+    schema["$defs"]["dataset"]["properties"]["source"]["enum"] = available_sources()
     experiment = schema["properties"]["experiments"]["items"]["properties"]
     names = workflow_names()
     experiment["diffraction"]["items"]["enum"] = names["diffraction"]
@@ -78,19 +92,52 @@ def _schema_registry() -> Registry:
     return Registry().with_resource("model.schema.yaml", Resource.from_contents(load_model_schema(), DRAFT202012))
 
 
+def dataset_folds(dataset: dict[str, Any]) -> list[str]:
+    """A dataset's folds, from its config alone: MatBench's five official ones, the user's
+    ``n_folds`` (fold column) or id-list files, else the single ``fold0``."""
+    split = dataset["split"]
+    count = {"matbench": 5, "fold_column": split.get("n_folds"), "id_lists": len(split.get("test", []))}.get(split["kind"], 1)
+    return [f"fold{i}" for i in range(count)]
+
+
+def experiment_jobs(config: dict[str, Any], experiment: dict[str, Any]) -> int:
+    """How many training jobs an experiment plans (before removing those shared with others)."""
+    variants = len(experiment["models"]) * len(experiment["diffraction"]) * len(experiment["ablations"])
+    count = 0
+    for name in experiment["datasets"]:
+        dataset = config["datasets"][name]
+        tasks = [t for t in dataset["tasks"] if t in experiment.get("tasks", dataset["tasks"])]
+        folds = [f for f in dataset_folds(dataset) if f in experiment.get("folds", [f])]
+        count += len(tasks) * len(folds) * variants
+    return count
+
+
 def _check_references(config: dict[str, Any]) -> None:
-    """Names used by experiments must exist: datasets, their tasks, models."""
+    """Names used by experiments must exist: datasets, their tasks and folds, models; and each
+    experiment must plan at least one job."""
     for index, experiment in enumerate(config["experiments"]):
         where = f"config key 'experiments.{index}"
         for dataset in experiment["datasets"]:
             if dataset not in config["datasets"]:
                 raise ConfigError(f"{where}.datasets': unknown dataset {dataset!r}; defined: {sorted(config['datasets'])}")
-            unknown_tasks = set(experiment.get("tasks", [])) - set(config["datasets"][dataset]["tasks"])
-            if unknown_tasks and len(experiment["datasets"]) == 1:
-                raise ConfigError(f"{where}.tasks': {sorted(unknown_tasks)} not tasks of {dataset}")
+        datasets = {name: config["datasets"][name] for name in experiment["datasets"]}
+        their_tasks = sorted({t for dataset in datasets.values() for t in dataset["tasks"]})
+        unknown_tasks = [t for t in experiment.get("tasks", []) if t not in their_tasks]
+        if unknown_tasks:
+            raise ConfigError(f"{where}.tasks': {unknown_tasks} are tasks of none of its datasets {sorted(datasets)} "
+                              f"(their tasks: {their_tasks}); fix the name or remove it")  # fmt: skip
+        for name, dataset in datasets.items():
+            missing = [f for f in experiment.get("folds", []) if f not in dataset_folds(dataset)]
+            if missing:
+                raise ConfigError(f"{where}.folds': dataset {name} has no fold {missing}; its folds: {dataset_folds(dataset)} "
+                                  "(from its split block)")  # fmt: skip
         for model in experiment["models"]:
             if model not in config["models"]:
                 raise ConfigError(f"{where}.models': unknown model {model!r}; defined: {sorted(config['models'])}")
+        if experiment_jobs(config, experiment) == 0:
+            raise ConfigError(f"{where}': plans no training job (its tasks {experiment.get('tasks')} or folds "
+                              f"{experiment.get('folds')} select nothing of {sorted(datasets)}); name at least one task "
+                              "and fold, or leave `tasks`/`folds` out for all")  # fmt: skip
     _check_model_specs(config)
 
 
@@ -126,6 +173,93 @@ def _check_model_specs(config: dict[str, Any]) -> None:
         except (ValueError, KeyError, TypeError) as error:
             raise ConfigError(f"config key 'models.{name}': {error}") from error
 
+def _check_tasks_offered(config: dict[str, Any]) -> None:
+    """Every dataset task is one its source offers (known from the config alone)."""
+    from prdnet.data.sources import offered_tasks
+
+    for name, dataset in config["datasets"].items():
+        if "targets" in dataset:
+            undefined = [t for t in dataset["tasks"] if t not in dataset["targets"]]
+            if undefined:
+                raise ConfigError(f"config key 'datasets.{name}.tasks': {undefined} have no entry in datasets.{name}.targets "
+                                  f"(defined: {sorted(dataset['targets'])}); add one with its column, kind and unit")  # fmt: skip
+            continue
+        if dataset["source"] == "matbench":
+            from prdnet.data.sources.matbench import STRUCTURE_TASKS, not_a_matbench_task
+
+            if dataset["matbench_task"] not in STRUCTURE_TASKS:
+                raise ConfigError(not_a_matbench_task(dataset["matbench_task"]).replace("<name>", name))
+        offered = offered_tasks(dataset["source"], dataset)
+        unknown = [t for t in dataset["tasks"] if offered is not None and t not in offered]
+        if unknown:
+            raise ConfigError(f"config key 'datasets.{name}.tasks': source {dataset['source']} does not offer {unknown}; "
+                              f"it offers {offered}")  # fmt: skip
+
+
+def _check_presets(config: dict[str, Any]) -> None:
+    """Every model's preset exists in config/models.yaml (models of plugins bring their own)."""
+    presets = yaml.safe_load(PRESETS_PATH.read_text(encoding="utf-8"))["models"]
+    for key, spec in config["models"].items():
+        name, preset = spec["name"], spec.get("preset", "small")
+        if name in presets and preset not in presets[name]:
+            raise ConfigError(f"config key 'models.{key}.preset': model {name} has no preset {preset!r}; "
+                              f"its presets in {PRESETS_PATH.name}: {sorted(presets[name])}")  # fmt: skip
+
+
+def configured_files(config: dict[str, Any]) -> dict[str, tuple[str, str]]:
+    """Every file or folder the configuration names that must exist before a run, as
+    config key → (path, "file" | "folder"). Files that download rules write are not listed."""
+    files = {}
+    for name, dataset in config["datasets"].items():
+        key = f"datasets.{name}"
+        if "path" in dataset:
+            files[f"{key}.path"] = (dataset["path"], "file")
+        if "structures_dir" in dataset:
+            files[f"{key}.structures_dir"] = (dataset["structures_dir"], "folder")
+        if dataset["source"] == "matbench" and Path(dataset["matminer_data"]) != Path(MATMINER_DOWNLOADS):
+            files[f"{key}.matminer_data"] = (dataset["matminer_data"], "folder")
+        for index, path in enumerate(dataset["split"].get("test", []) if dataset["split"]["kind"] == "id_lists" else []):
+            files[f"{key}.split.test.{index}"] = (path, "file")
+    for key in ("published_scores", "atom_features"):
+        if config.get(key):
+            files[key] = (config[key], "file")
+    return files
+
+
+def check_files(config: dict[str, Any], base_dir: str | Path = ".", warn_only: bool = False) -> None:
+    """Stop if a configured file or folder is missing (relative paths start at ``base_dir``, the
+    workflow's working directory), naming every such key. ``warn_only`` (a dry run, which plans
+    from the config alone and needs no data) prints the problems to stderr instead."""
+    problems = []
+    for key, (path, kind) in configured_files(config).items():
+        full = Path(base_dir) / path
+        exists = full.is_dir() if kind == "folder" else full.is_file()
+        if not exists:
+            found = " (it is a folder)" if full.is_dir() else " (it is a file)" if full.is_file() else ""
+            problems.append(f"config key '{key}': {kind} {path} not found{found}; relative paths start at "
+                            f"{Path(base_dir).resolve()}: fix the path or create the {kind}")  # fmt: skip
+    if problems and warn_only:
+        print("warning: missing input files (a real run stops here):\n  " + "\n  ".join(problems), file=sys.stderr)
+    elif problems:
+        raise ConfigError("missing input files:\n  " + "\n  ".join(problems))
+
+
+def check_device(config: dict[str, Any], jobs_run_here: bool) -> None:
+    """``training.device: cuda`` needs GPUs: ``resources.train.gpu`` ≥ 1 for the jobs, and CUDA on
+    this machine when the jobs run here (local execution)."""
+    if config["training"].get("device", "auto") != "cuda":
+        return
+    if config["resources"]["train"]["gpu"] < 1:
+        raise ConfigError("config key 'training.device' is cuda but 'resources.train.gpu' is 0, so training jobs get no "
+                          "GPU: set resources.train.gpu to 1 or more, or training.device to auto")  # fmt: skip
+    if jobs_run_here:
+        import torch
+
+        if not torch.cuda.is_available():
+            raise ConfigError("config key 'training.device' is cuda but this machine has no CUDA device "
+                              "(torch.cuda.is_available() is false) and the jobs run here: set training.device to "
+                              "auto (CPU here, CUDA where present) or run on GPU nodes with a cluster profile")  # fmt: skip
+
 
 def validate_config(config: dict[str, Any]) -> dict[str, Any]:
     """Return ``config`` unchanged if it matches the schema; otherwise raise :class:`ConfigError`
@@ -138,6 +272,11 @@ def validate_config(config: dict[str, Any]) -> dict[str, Any]:
         split = dataset["split"]
         if split["kind"] == "random" and abs(sum(split["fractions"]) - 1.0) > 1e-9:
             raise ConfigError(f"config key 'datasets.{name}.split.fractions': must sum to 1, got {split['fractions']}")
+    for task, (low, high) in config["validation"].get("target_bounds", {}).items():
+        if low is not None and high is not None and low > high:
+            raise ConfigError(f"config key 'validation.target_bounds.{task}': low {low} is above high {high}")
+    _check_tasks_offered(config)
+    _check_presets(config)
     _check_references(config)
     return config
 

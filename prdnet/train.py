@@ -306,8 +306,8 @@ def train_epoch(net, loader, optimizer, scheduler, grad_scaler, criterion, scale
         output = output.float()
         target = batch.y if kind == "classification" else scaler.forward(batch.y.to(output.dtype))
         loss = criterion(output, target)
-        batch_loss = require_finite(float(loss.detach()),
-                                    f"the training loss (epoch {epoch}, batch {partial.batches + 1})")  # fmt: skip
+        batch_loss = require_finite(float(loss.detach()), f"the training loss (epoch {epoch}, batch "
+                                    f"{partial.batches + 1}; crystals {list(batch.material_id)})")  # fmt: skip
         optimizer.zero_grad(set_to_none=True)
         grad_scaler.scale(loss).backward()
         if config.max_grad_norm:
@@ -596,7 +596,7 @@ def _run_training(job: TrainingJob, process: Process, device: torch.device, stop
         "target_std": scaler.std,
     }
     if process.main:
-        write_outputs(job, checkpoint, history, test_predictions, metrics)
+        write_outputs(job, checkpoint, history, test_predictions, metrics, max(num_classes, 2))
         path.unlink(missing_ok=True)  # the outputs are complete: the checkpoint is no longer needed
     distributed.barrier(process)
     return metrics
@@ -664,8 +664,9 @@ def model_params(job: TrainingJob) -> dict[str, Any]:
             "model.atom_features_digest": atom_features_identity(job.model_spec, job.atom_features)}  # fmt: skip
 
 
-def write_outputs(job, checkpoint, history, test_predictions, metrics) -> None:
-    """Write every output atomically; ``metrics.json`` last, as the job's completion mark."""
+def write_outputs(job, checkpoint, history, test_predictions, metrics, num_classes: int = 2) -> None:
+    """Write every output atomically; ``metrics.json`` last, as the job's completion mark.
+    ``num_classes`` is the model's output width for classification (run.json's ``build`` block)."""
     out = job.out_dir
     out.mkdir(parents=True, exist_ok=True)
     with atomic_path(out / "model.pt") as temporary:
@@ -680,9 +681,12 @@ def write_outputs(job, checkpoint, history, test_predictions, metrics) -> None:
         **job.labels,
         "seed": job.training.seed,
     }
-    tags = {**job.labels, "sanity_flags": ",".join(metrics["flags"]) or "none"}
     end_ms = int(time.time() * 1000)  # the job's real start and end, for MLflow's run duration
     times = {"start_time_ms": end_ms - int(metrics["wall_time_s"] * 1000), "end_time_ms": end_ms}
     inputs = {"shard_set": job.shard_paths[0].parent.name, "split_dir": Path(job.split_dir).as_posix()}
-    write_json(out / "run.json", {"params": params, "tags": tags, **times, "inputs": inputs})
+    # what `prdnet predict` needs to rebuild this model: its spec, the task kind and the output width
+    build = {"model_spec": job.model_spec, "task": job.task, "task_kind": job.task_kind, "unit": job.unit,
+             "num_classes": num_classes,
+             "atom_features": None if job.atom_features is None else Path(job.atom_features).as_posix()}  # fmt: skip
+    write_json(out / "run.json", {"params": params, "tags": tags, **times, "inputs": inputs, "build": build})
     write_json(out / "metrics.json", metrics)

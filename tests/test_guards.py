@@ -141,7 +141,7 @@ def test_a_train_eval_mismatch_is_flagged(dataset, tmp_path, broken_models):  # 
 
 
 def test_a_non_finite_loss_fails_the_job_with_a_clear_message(dataset, tmp_path, broken_models):  # noqa: F811
-    with pytest.raises(NonFiniteError, match=r"training loss \(epoch 1, batch 1\) is nan"):
+    with pytest.raises(NonFiniteError, match=r"training loss \(epoch 1, batch 1; crystals \[.*\]\) is nan"):
         run_training(make_job(dataset, tmp_path, spec={"name": "nan"}))
     assert not (Path(tmp_path) / "metrics.json").exists()
 

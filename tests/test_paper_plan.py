@@ -42,10 +42,9 @@ EXPECTED = {
     "download_mp_live": 1,
     "download_jarvis": 2,  # MEGNet MP-2018.6.1 and JARVIS dft_3d_2021
     "download_matbench": 7,  # jdft2d and phonons are on disk already
-    # one each per dataset. (Run from the project root, the Snakefile's default configfile,
-    # config/config.yaml, is merged under --configfile and adds its embedded mp_2018_cgcnn36k
-    # dataset: one more prepare, split and featurize, no training job. This test runs in an empty
-    # work folder, where that file is absent, so it sees the paper's plan alone.)
+    # one each per dataset. (config/config.yaml is not merged in: the workflow has no default
+    # configfile, the local profile names config/config.yaml, and --configfile replaces it; so the
+    # plan is the paper's alone, from the project root as from this empty work folder.)
     "prepare": 12,
     "split": 12,
     "featurize": featurize_jobs(),  # 12 datasets, the plug-in table's MP-2018.6.1 once per recipe

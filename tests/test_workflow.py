@@ -31,7 +31,7 @@ def test_workflow_writes_shards_splits_rejects_and_logs(tiny):
         assert all((manifest_path.parent / name).exists() for name in manifest["shards"])
         assert (results / dataset / "rejects.csv").read_text().startswith("id,task,reason")
         for rule in ("prepare", "split"):
-            assert (workdir / "logs" / rule / f"{dataset}.log").exists()
+            assert (results / "logs" / rule / f"{dataset}.log").exists()  # logs live under results_dir
     assert len((results / "mp_2018_cgcnn36k/splits/band_gap/fold0/test.txt").read_text().split()) == 4
     for fold in range(5):
         assert (results / f"matbench_jdft2d/splits/exfoliation_en/fold{fold}/val.txt").exists()

@@ -16,7 +16,9 @@ from typing import Any
 
 import numpy as np
 
-from prdnet.data.sources import Entry, load_source
+from prdnet.data.ids import id_problem, normalise_id
+from prdnet.data.sources import Entry, Task, load_source
+from prdnet.data.sources.files import read_text
 from prdnet.data.tables import CrystalColumns, crystals_table
 from prdnet.data.validate import ALL_TASKS, Reject, ValidationRules, validate_entry
 from prdnet.io import write_json, write_parquet, write_text
@@ -37,35 +39,55 @@ def reason_class(reason: str) -> str:
 
 
 def collect_entries(
-    entries: Any, tasks: list[str], rules: ValidationRules, candidates: dict[str, Any] | None = None
+    entries: Any,
+    tasks: list[str],
+    rules: ValidationRules,
+    candidates: dict[str, Any] | None = None,
+    task_info: dict[str, Task] | None = None,
 ) -> tuple[list[Entry], list[Reject], int]:
     """Validate entries; return the accepted ones, all rejects and the number read.
 
+    Ids are normalised (:func:`prdnet.data.ids.normalise_id`); an id seen before, exactly or only
+    after normalisation, is rejected as a duplicate. A target rejected for its task (missing,
+    non-finite, implausible) is removed from the accepted entry. ``task_info`` (task → the
+    source's :class:`Task`) gives each task's kind and default plausibility bounds.
+
     If ``candidates`` is a dict it is filled, per task, with the number of entries read whose
     target is finite (``count``) and ``rejected``: ``[index among those, id]`` of the ones
-    rejected whole, so that index-based split recipes (``matformer``) can be reproduced."""
+    rejected (whole, or for that task), so that index-based split recipes (``matformer``) can be
+    reproduced."""
     accepted: list[Entry] = []
     rejects: list[Reject] = []
-    seen: set[str] = set()
+    seen: dict[str, str] = {}
     read = 0
     if candidates is not None:
         candidates.update({t: {"count": 0, "rejected": []} for t in tasks})
     for entry in entries:
         read += 1
         with_target = [t for t in tasks if _finite(entry.targets.get(t))]
-        if entry.id in seen:
-            rejects.append(Reject(entry.id, ALL_TASKS, "duplicate id"))
+        raw_id, entry.id = entry.id, normalise_id(entry.id)
+        rejected_tasks: set[str] = set()
+        problem = id_problem(raw_id)
+        if problem is not None:
+            rejects.append(Reject(raw_id, ALL_TASKS, problem))
+            whole_reject = True
+        elif entry.id in seen:
+            first = seen[entry.id]
+            reason = "duplicate id" if first == raw_id else f"duplicate id: {raw_id!r} equals {first!r} after normalisation"
+            rejects.append(Reject(raw_id, ALL_TASKS, reason))
             whole_reject = True
         else:
-            seen.add(entry.id)
-            entry_rejects = validate_entry(entry, tasks, rules)
+            seen[entry.id] = raw_id
+            entry_rejects = validate_entry(entry, tasks, rules, task_info)
             rejects.extend(entry_rejects)
             whole_reject = any(r.task == ALL_TASKS for r in entry_rejects)
+            rejected_tasks = {r.task for r in entry_rejects}
             if not whole_reject:
+                entry.targets = {t: (None if t in rejected_tasks else v) for t, v in entry.targets.items()}
                 accepted.append(entry)
         if candidates is not None:
             for task in with_target:
-                if whole_reject:
+                if whole_reject or task in rejected_tasks:
                     candidates[task]["rejected"].append([candidates[task]["count"], entry.id])
                 candidates[task]["count"] += 1
     return accepted, rejects, read
@@ -94,6 +116,38 @@ def entries_to_columns(entries: list[Entry], tasks: list[str]) -> CrystalColumns
     )
 
 
+class EmptyDatasetError(ValueError):
+    """A dataset (or one of its tasks) has no usable entry."""
+
+
+def check_not_empty(name: str, accepted: list[Entry], rejects: list[Reject], read: int, tasks: list[str]) -> None:
+    """Stop with the reasons when nothing, or nothing for some task, was accepted."""
+    if not accepted:
+        reasons = Counter(reason_class(r.reason) for r in rejects if r.task == ALL_TASKS)
+        example = next((f"{r.id}: {r.reason}" for r in rejects), "no entries")
+        raise EmptyDatasetError(
+            f"dataset {name}: 0 of {read} entries accepted (rejected by reason: {dict(reasons)}; e.g. {example}). "
+            "Check the configured file, its id/structure/target columns and the validation block."
+        )
+    for task in tasks:
+        if not any(_finite(entry.targets.get(task)) for entry in accepted):
+            reasons = Counter(reason_class(r.reason) for r in rejects if r.task == task)
+            raise EmptyDatasetError(
+                f"dataset {name}: no usable target for task {task!r} in {len(accepted)} accepted entries "
+                f"(rejected for this task by reason: {dict(reasons)}); check the task's column and bounds"
+            )
+
+
+def id_list_folds(split: dict[str, Any]) -> dict[str, list[str]]:
+    """Test folds from the user's id-list files (``split: {kind: id_lists, test: [file, ...]}``):
+    ``fold<i>`` holds the ids of the i-th file, one a line, normalised as every id."""
+    folds = {}
+    for index, path in enumerate(split["test"]):
+        text = read_text(path, f"datasets.<name>.split.test.{index}")
+        folds[f"fold{index}"] = [i for i in (normalise_id(line) for line in text.splitlines()) if i]
+    return folds
+
+
 def seeded_subset(count: int, size: int | None, seed: int) -> np.ndarray:
     """Row indices of a seeded random subset of ``size`` rows (all rows if ``size`` is None), in order."""
     if size is None or size >= count:
@@ -110,7 +164,8 @@ def prepare_dataset(name: str, options: dict[str, Any], rules: ValidationRules, 
     if unknown:
         raise ValueError(f"dataset {name}: unknown task(s) {unknown}; source offers {sorted(source.tasks)}")
     candidates: dict[str, Any] = {}
-    accepted, rejects, read = collect_entries(source.entries, tasks, rules, candidates)
+    accepted, rejects, read = collect_entries(source.entries, tasks, rules, candidates, source.tasks)
+    check_not_empty(name, accepted, rejects, read, tasks)
     columns = entries_to_columns(accepted, tasks)
     rows = seeded_subset(len(accepted), options.get("subset"), int(options.get("subset_seed", 0)))
     columns = columns.take(rows)
@@ -132,6 +187,8 @@ def prepare_dataset(name: str, options: dict[str, Any], rules: ValidationRules, 
     }
     write_parquet(out_dir / "structures.parquet", crystals_table(columns), {"prdnet.summary": summary})
     write_text(out_dir / "rejects.csv", rejects_csv(rejects))
-    write_json(out_dir / "official_folds.json", source.folds or {})
+    split = options.get("split") or {}
+    folds = id_list_folds(split) if split.get("kind") == "id_lists" else source.folds or {}
+    write_json(out_dir / "official_folds.json", {f: [normalise_id(i) for i in ids] for f, ids in folds.items()})
     write_json(out_dir / "summary.json", summary)
     return summary

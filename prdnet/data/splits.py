@@ -5,6 +5,8 @@
   and the seed, not on file order.
 - ``matbench``: the official MatBench test folds; the validation set is carved from each
   training fold with a fixed seed, so the test fold never takes part in model selection.
+  ``fold_column`` (a column of the user's table names each row's test fold) and ``id_lists``
+  (files of test ids, one per fold) work the same way with the user's folds.
 - ``matformer``: the recipe of Matformer and its successors (ALIGNN, PotNet, ComFormer, ...) on
   MEGNet's MP-2018.6.1 and JARVIS-DFT 2021: the rows with a target, in source order, are indexed
   0..N-1, ``random.seed(seed); random.shuffle(indices)``, train = first ``n_train``, val =
@@ -23,9 +25,13 @@ from typing import Any
 
 import numpy as np
 
+from prdnet.data.ids import normalise_id
 from prdnet.io import write_json, write_text
 
 SPLIT_NAMES = ("train", "val", "test")
+TEST_FOLD_KINDS = ("matbench", "fold_column", "id_lists")
+"""Split kinds whose test folds come from the source (MatBench's official folds, a fold column
+of the user's table, the user's id-list files); validation is carved from each training fold."""
 
 
 def random_split(ids: list[str], fractions: tuple[float, float, float], seed: int) -> dict[str, list[str]]:
@@ -143,9 +149,9 @@ def make_splits(
             fractions = tuple(split_options["fractions"])
             splits[task] = {"fold0": random_split(usable, fractions, split_options["seed"])}
             unusable = {}
-        elif split_options["kind"] == "matbench":
+        elif split_options["kind"] in TEST_FOLD_KINDS:
             if not official_folds:
-                raise ValueError("split kind 'matbench' needs a source with official folds")
+                raise ValueError(f"split kind {split_options['kind']!r} needs test folds from the source; it gave none")
             splits[task], unusable = matbench_splits(usable, official_folds, split_options["val_fraction"], split_options["seed"])
         else:
             raise ValueError(f"unknown split kind {split_options['kind']!r}")
@@ -169,6 +175,7 @@ def write_splits(splits: dict[str, dict[str, dict[str, list[str]]]], out_dir: st
 
 
 def read_split(path: str | Path) -> list[str]:
-    """The ids of one split file."""
-    return [line.strip() for line in Path(path).read_text(encoding="utf-8").splitlines() if line.strip()]
+    """The ids of one split file, normalised as ``prepare`` stores them (:func:`prdnet.data.ids.normalise_id`)."""
+    ids = (normalise_id(line) for line in Path(path).read_text(encoding="utf-8").splitlines())
+    return [i for i in ids if i]
 

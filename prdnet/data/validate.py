@@ -2,13 +2,16 @@
 
 Every check returns a reason string; an entry that fails any check is written to
 ``rejects.csv`` with that reason and never silently dropped. Checks on the structure reject
-the whole entry; a missing or non-finite target rejects the entry for that task only.
+the whole entry; a missing, non-finite or implausible target (outside the task's bounds, or a
+class label that is not a non-negative integer) rejects the entry for that task only.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+
+from typing import Any
 
 import numpy as np
 from pymatgen.core import Element, Structure
@@ -31,6 +34,8 @@ class ValidationRules:
     """Largest atomic number the models embed."""
     max_atoms: int = 500
     """Largest cell the pipeline accepts."""
+    target_bounds: dict[str, list[float | None]] = field(default_factory=dict)
+    """Task → plausible [low, high] of its target (None = open); replaces the source's default bounds."""
 
 
 @dataclass(frozen=True)
@@ -85,8 +90,28 @@ def structure_problem(structure: Structure, rules: ValidationRules) -> str | Non
     return None
 
 
-def validate_entry(entry: Entry, tasks: list[str], rules: ValidationRules) -> list[Reject]:
-    """All rejects for one entry: one for the whole entry, or one per task with a bad target."""
+def target_problem(value: float | None, bounds: tuple[float | None, float | None] | list, kind: str = "regression") -> str | None:
+    """Why a target value is unusable (missing, non-finite, outside ``[low, high]``, or a class label
+    that is not a non-negative integer), or ``None``."""
+    if value is None:
+        return "missing target"
+    if not math.isfinite(value):
+        return f"non-finite target: {value}"
+    low, high = bounds
+    if (low is not None and value < low) or (high is not None and value > high):
+        return f"implausible target: {value:g} outside [{low}, {high}] (validation.target_bounds)"
+    if kind == "classification" and (value < 0 or value != int(value)):
+        return f"invalid class label: {value:g} (a non-negative integer is needed)"
+    return None
+
+
+def validate_entry(
+    entry: Entry, tasks: list[str], rules: ValidationRules, task_info: dict[str, Any] | None = None
+) -> list[Reject]:
+    """All rejects for one entry: one for the whole entry, or one per task with a bad target.
+
+    ``task_info`` (task → the source's :class:`~prdnet.data.sources.Task`) gives each task's kind
+    and default bounds; ``rules.target_bounds`` replaces those bounds per task."""
     if entry.structure is None:
         return [Reject(entry.id, ALL_TASKS, entry.parse_error or "malformed structure")]
     try:
@@ -97,11 +122,12 @@ def validate_entry(entry: Entry, tasks: list[str], rules: ValidationRules) -> li
         return [Reject(entry.id, ALL_TASKS, problem)]
     rejects = []
     for task in tasks:
-        value = entry.targets.get(task)
-        if value is None:
-            rejects.append(Reject(entry.id, task, "missing target"))
-        elif not math.isfinite(value):
-            rejects.append(Reject(entry.id, task, f"non-finite target: {value}"))
+        info = (task_info or {}).get(task)
+        bounds = rules.target_bounds.get(task, info.bounds if info is not None else (None, None))
+        problem = target_problem(entry.targets.get(task), tuple(bounds), info.kind if info is not None else "regression")
+        if problem is not None:
+            rejects.append(Reject(entry.id, task, problem))
     if len(rejects) == len(tasks) and tasks:
-        return [Reject(entry.id, ALL_TASKS, "no finite target for any task")]
+        details = "; ".join(f"{r.task}: {r.reason}" for r in rejects)
+        return [Reject(entry.id, ALL_TASKS, f"no usable target for any task ({details})")]
     return rejects

@@ -42,6 +42,7 @@ from prdnet.models.matformer import Matformer
 from prdnet.models.megnet import MEGNet
 from prdnet.models.prdnet import PRDNet
 from prdnet.models.schnet import SchNet
+from prdnet.plugins import MODEL_GROUP, entry_point_names, load_entry_point
 
 BACKBONES: dict[str, type[nn.Module]] = {
     "prdnet": PRDNet,
@@ -65,6 +66,17 @@ ABLATIONS: dict[str, dict[str, Any]] = {
 }
 """Each ablation as overrides of backbone hyperparameters (PRDNet's paper Table 3)."""
 
+def available_models() -> list[str]:
+    """Built-in backbones and those of installed packages (entry point group ``prdnet.models``, a
+    class with a ``presets`` dict shaped as a ``models.<name>`` block of config/models.yaml)."""
+    return sorted(set(BACKBONES) | set(entry_point_names(MODEL_GROUP)))
+
+
+def backbone_class(name: str) -> type[nn.Module]:
+    """The backbone class called ``name`` (built in first, then entry points)."""
+    return BACKBONES[name] if name in BACKBONES else load_entry_point(MODEL_GROUP, name)
+
+
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_PRESETS = REPO_ROOT / "config" / "models.yaml"
 DEFAULT_ATOM_FEATURES = Path(os.environ.get("PRDNET_SHARED_DATA", REPO_ROOT.parent / "shared" / "data")) / "cgcnn" / "atom_init.json"
@@ -79,7 +91,7 @@ def accepted_hyperparameters(name: str) -> set[str]:
     """Backbone hyperparameters model ``name`` accepts: its constructor's keyword arguments
     (less those the registry fills in), plus ``atom_input`` (``cgcnn`` | ``embedding``)
     for models whose constructor takes an atom table."""
-    parameters = inspect.signature(BACKBONES[name].__init__).parameters
+    parameters = inspect.signature(backbone_class(name).__init__).parameters
     accepted = {p for p in parameters if p != "self" and p not in CONSTRUCTOR_ONLY}
     if "atom_table" in parameters:
         accepted.add("atom_input")
@@ -129,10 +141,10 @@ def resolve_spec(spec: Mapping[str, Any], presets: Mapping[str, Any] | None = No
     """
     presets = load_presets() if presets is None else presets
     name = spec["name"]
-    if name not in BACKBONES:
-        raise ValueError(f"unknown model {name!r}; known: {', '.join(BACKBONES)}")
+    if name not in available_models():
+        raise ValueError(f"unknown model {name!r}; known: {', '.join(available_models())}")
     preset_name = spec.get("preset", "small")
-    model_presets = presets["models"][name]
+    model_presets = presets["models"][name] if name in presets["models"] else backbone_class(name).presets
     if preset_name not in model_presets:
         raise ValueError(f"model {name!r} has no preset {preset_name!r}; known: {', '.join(model_presets)}")
     params = _merge(model_presets[preset_name], spec.get("hyperparameters") or {})
@@ -203,7 +215,7 @@ def build_model(
     ``atom_features`` is the path of CGCNN's element table for presets with
     ``atom_input: cgcnn`` (default :data:`DEFAULT_ATOM_FEATURES`)."""
     resolved = resolve_spec(spec, presets)
-    backbone = BACKBONES[resolved["name"]](**backbone_arguments(resolved["backbone"], atom_features))
+    backbone = backbone_class(resolved["name"])(**backbone_arguments(resolved["backbone"], atom_features))
     diffraction = (
         build_diffraction(resolved["diffraction_mode"], backbone.out_channels, resolved["diffraction"])
         if resolved["diffraction_mode"] is not None

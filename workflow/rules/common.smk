@@ -4,13 +4,13 @@ import shlex
 
 from snakemake.exceptions import WorkflowError
 
-from prdnet.config import training_for_seed, training_seeds, validate_config, workflow_names
+from prdnet.config import check_device, check_files, dataset_folds, training_for_seed, training_seeds, validate_config, workflow_names
 from prdnet.guards import DUMMY_MODEL
 from dataclasses import asdict
 
 from prdnet.data.recipes import DEFAULT_RECIPE, graph_recipe_for, graph_recipes
 from prdnet.data.shards import shard_file_name, shard_set_digest
-from prdnet.models.registry import load_presets
+from prdnet.models.registry import load_presets, resolve_spec
 
 if not config:
     raise WorkflowError(
@@ -18,6 +18,16 @@ if not config:
         "(workflow/profiles/local)"
     )
 validate_config(config)
+check_device(config, jobs_run_here=False)
+# A dry run plans from the config alone and needs no data: missing files are a warning at parse time
+# and an error when a run starts (onstart runs before the first job, never in a dry run).
+check_files(config, warn_only=True)
+
+
+onstart:
+    check_files(config)
+    check_device(config, jobs_run_here=workflow.local_exec)  # cuda: CUDA here when the jobs run here
+
 
 RESULTS = config["results_dir"]
 DATASETS = sorted(config["datasets"])
@@ -100,8 +110,7 @@ def shard_files(dataset, recipe):
 
 
 def folds(dataset):
-    split = config["datasets"][dataset]["split"]
-    return [f"fold{i}" for i in range(5)] if split["kind"] == "matbench" else ["fold0"]
+    return dataset_folds(config["datasets"][dataset])
 
 
 def training_jobs(dataset=None):
@@ -112,7 +121,7 @@ def training_jobs(dataset=None):
         for name in experiment["datasets"]:
             tasks = [t for t in config["datasets"][name]["tasks"] if t in experiment.get("tasks", [t])]
             for task in tasks:
-                for fold in folds(name):
+                for fold in [f for f in folds(name) if f in experiment.get("folds", [f])]:
                     dummy = dict(dataset=name, task=task, fold=fold, model=DUMMY_MODEL, diffraction="none",
                                  ablation="default", seed=SEEDS[0])  # deterministic: one seed
                     jobs[tuple(dummy.values())] = dummy
@@ -137,6 +146,30 @@ def model_spec(wildcards):
     spec["diffraction"] = None if wildcards.diffraction == "none" else wildcards.diffraction
     spec["ablation"] = None if wildcards.ablation == "default" else wildcards.ablation
     return spec
+
+
+def tracked_model(wildcards):
+    """The resolved model spec of a job (preset of config/models.yaml, overrides, diffraction and
+    ablation): a train param, so editing a preset re-runs exactly the jobs that use it."""
+    spec = model_spec(wildcards)
+    return json.dumps(spec if spec["name"] == DUMMY_MODEL else resolve_spec(spec), sort_keys=True)
+
+
+def source_files(dataset):
+    """The data files a dataset's prepare step reads (declared inputs, so an edit re-runs it and
+    everything after it): the configured file, a structure folder's files, the MatBench task
+    file, id-list files. Files not there yet are left out (a dry run plans without the data;
+    a real run stops at start-up, see check_files)."""
+    options = config["datasets"][dataset]
+    paths = [options[key] for key in ("path",) if key in options]
+    if os.path.isdir(options.get("structures_dir", "")):
+        folder = options["structures_dir"]
+        paths += sorted(os.path.join(folder, name) for name in os.listdir(folder) if not name.startswith("."))
+    if options["source"] == "matbench" and os.path.normpath(options["matminer_data"]) != MATMINER_RESOURCES:
+        paths.append(os.path.join(options["matminer_data"], f"{options['matbench_task']}.json.gz"))  # else a download
+    if options["split"]["kind"] == "id_lists":
+        paths += options["split"]["test"]
+    return [path for path in paths if os.path.isfile(path)]
 
 
 def is_matbench(dataset):

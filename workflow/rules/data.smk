@@ -2,6 +2,7 @@ rule prepare:
     """Read a source, validate every entry, write the crystal table and the rejects."""
     input:
         lambda w: source_downloads(w.dataset),
+        lambda w: source_files(w.dataset),
     output:
         structures=f"{RESULTS}/{{dataset}}/structures.parquet",
         rejects=f"{RESULTS}/{{dataset}}/rejects.csv",
@@ -12,7 +13,7 @@ rule prepare:
         validation=as_json(config["validation"]),
         out_dir=lambda w: f"{RESULTS}/{w.dataset}",
     log:
-        "logs/prepare/{dataset}.log",
+        f"{RESULTS}/logs/prepare/{{dataset}}.log",
     shell:
         "prdnet prepare --dataset {wildcards.dataset} --options {params.options} "
         "--validation {params.validation} --out-dir {params.out_dir} > {log} 2>&1"
@@ -29,7 +30,7 @@ rule split:
         split=lambda w: as_json(config["datasets"][w.dataset]["split"]),
         out_dir=lambda w: f"{RESULTS}/{w.dataset}/splits",
     log:
-        "logs/split/{dataset}.log",
+        f"{RESULTS}/logs/split/{{dataset}}.log",
     shell:
         "prdnet split --structures {input.structures} --official-folds {input.folds} "
         "--split {params.split} --out-dir {params.out_dir} > {log} 2>&1"

@@ -32,7 +32,7 @@ rule download_mp_live:
     params:
         options=lambda w: as_json(config["datasets"][w.dataset]),
     log:
-        "logs/download/{dataset}.log",
+        f"{RESULTS}/logs/download/{{dataset}}.log",
     shell:
         "prdnet download --dataset {wildcards.dataset} --options {params.options} > {log} 2>&1"
 
@@ -47,7 +47,7 @@ rule download_jarvis:
     params:
         options=lambda w: as_json(config["datasets"][w.dataset]),
     log:
-        "logs/download/{jarvis_source}/{dataset}.log",
+        f"{RESULTS}/logs/download/{{jarvis_source}}/{{dataset}}.log",
     shell:
         "prdnet download --dataset {wildcards.dataset} --options {params.options} > {log} 2>&1"
 
@@ -61,6 +61,6 @@ rule download_matbench:
     params:
         options=lambda w: as_json({"source": "matbench", "matbench_task": w.matbench_task, "matminer_data": MATMINER_RESOURCES}),
     log:
-        f"logs/download/{{matbench_task}}.log",
+        f"{RESULTS}/logs/download/{{matbench_task}}.log",
     shell:
         "prdnet download --dataset {wildcards.matbench_task} --options {params.options} > {log} 2>&1"

@@ -12,7 +12,7 @@ rule featurize:
         out_dir=lambda w: f"{RESULTS}/{w.dataset}/graphs/{w.digest}",
     threads: config["featurizer"]["workers"]
     log:
-        "logs/featurize/{dataset}-{digest}.log",
+        f"{RESULTS}/logs/featurize/{{dataset}}-{{digest}}.log",
     shell:
         "prdnet featurize --structures {input.structures} --featurizer {params.featurizer} "
         "--workers {threads} --out-dir {params.out_dir} > {log} 2>&1"

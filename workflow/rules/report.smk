@@ -10,16 +10,17 @@ rule aggregate:
     input:
         metrics=lambda w: [f"{run_dir(job)}/metrics.json" for job in training_jobs(w.dataset)],
         runs=lambda w: [f"{run_dir(job)}/run.json" for job in training_jobs(w.dataset)],
+        published=[config["published_scores"]] if config.get("published_scores") else [],
     output:
         markdown=f"{RESULTS}/tables/{{dataset}}.md",
         csv=f"{RESULTS}/tables/{{dataset}}.csv",
         runs=f"{RESULTS}/tables/{{dataset}}_runs.csv",
         paired=f"{RESULTS}/tables/{{dataset}}_paired.csv",
     params:
-        published=f"--published {config['published_scores']}" if config.get("published_scores") else "",
+        published=f"--published {config['published_scores']}" if config.get("published_scores") else "",  # an input too
         prefix=lambda w: f"{RESULTS}/tables/{w.dataset}",
     log:
-        "logs/aggregate/{dataset}.log",
+        f"{RESULTS}/logs/aggregate/{{dataset}}.log",
     shell:
         "prdnet aggregate --dataset {wildcards.dataset} --metrics {input.metrics} {params.published} "
         "--out-prefix {params.prefix} > {log} 2>&1"
@@ -44,7 +45,7 @@ rule matbench_record:
             "training": json.dumps(config["training"], sort_keys=True),
         }),
     log:
-        "logs/matbench_record/{dataset}/{model}/{diffraction}/{ablation}.log",
+        f"{RESULTS}/logs/matbench_record/{{dataset}}/{{model}}/{{diffraction}}/{{ablation}}.log",
     shell:
         "prdnet matbench-record --matbench-task {params.matbench_task} --matminer-data {params.matminer_data} "
         "--predictions {input.predictions} --metadata {params.metadata} --out {output} > {log} 2>&1"
@@ -66,7 +67,7 @@ rule mlflow_import:
             else ""
         ),
     log:
-        "logs/mlflow_import.log",
+        f"{RESULTS}/logs/mlflow_import.log",
     shell:
         "prdnet mlflow-import --metrics {input.metrics} --results-dir {params.results_dir} --experiment {params.experiment} "
         "{params.tracking_uri} --out {output} > {log} 2>&1"

@@ -35,6 +35,7 @@ rule train:
         run=f"{RESULTS}/{RUN}/run.json",
     params:
         model_spec=lambda w: as_json(model_spec(w)),
+        resolved_model=tracked_model,  # not on the command line: tracked, so a preset edit re-runs its jobs
         training=lambda w: as_json(training_for_seed(config["training"], w.seed)),
         sanity=as_json(config.get("sanity", {})),
         labels=lambda w: as_json({k: w[k] for k in ("dataset", "fold", "model", "diffraction", "ablation", "seed")}),
@@ -50,7 +51,7 @@ rule train:
         **({"gpu_model": lambda w: config["resources"]["train"]["gpu_model"] if train_gpus(w) else ""}
            if config["resources"]["train"].get("gpu_model") else {}),
     log:
-        "logs/train/" + RUN + ".log",
+        f"{RESULTS}/logs/train/{RUN}.log",
     shell:
         "OMP_NUM_THREADS={threads} MKL_NUM_THREADS={threads} {params.launch} --shards {input.shards} "
         "--split-dir {params.split_dir} --dataset-summary {input.summary} --task {wildcards.task} "

@@ -2,7 +2,8 @@
 
 A source is a callable that, given its config block, returns a :class:`SourceData`: the task
 definitions it offers and an iterator of :class:`Entry` (id, pymatgen ``Structure``, targets).
-New sources (mp-api, JARVIS, ...) register here and the rest of the pipeline is unchanged.
+Built-in sources register here with :func:`register_source`; other packages add theirs through
+the entry point group ``prdnet.sources`` (:mod:`prdnet.plugins`). The rest of the pipeline is unchanged.
 """
 
 from __future__ import annotations
@@ -24,6 +25,9 @@ class Task:
     kind: TaskKind
     unit: str
     description: str = ""
+    bounds: tuple[float | None, float | None] = (None, None)
+    """Plausible range [low, high] of the target in ``unit`` (None = open); a value outside is rejected
+    for this task. The config's ``validation.target_bounds`` replaces it per task."""
 
 
 @dataclass
@@ -52,35 +56,55 @@ class SourceData:
 
 
 SourceFactory = Callable[[dict[str, Any]], SourceData]
+TaskLister = Callable[[dict[str, Any]], list[str] | None]
 _REGISTRY: dict[str, SourceFactory] = {}
+_TASK_LISTS: dict[str, TaskLister] = {}
 
 
-def register_source(name: str) -> Callable[[SourceFactory], SourceFactory]:
-    """Decorator registering a source factory under ``name``."""
+def register_source(name: str, tasks: TaskLister | None = None) -> Callable[[SourceFactory], SourceFactory]:
+    """Decorator registering a source factory under ``name``. ``tasks(options)`` names the tasks
+    the source offers for a config block without reading data (for the start-up checks)."""
 
     def decorate(factory: SourceFactory) -> SourceFactory:
         _REGISTRY[name] = factory
+        if tasks is not None:
+            _TASK_LISTS[name] = tasks
         return factory
 
     return decorate
 
 
-def available_sources() -> list[str]:
-    """Names of all registered sources."""
+def offered_tasks(name: str, options: dict[str, Any]) -> list[str] | None:
+    """The tasks source ``name`` offers with ``options``, known from the config alone; ``None``
+    when the source does not say (a plugin without a task list, an unknown MatBench task)."""
     _import_builtin_sources()
-    return sorted(_REGISTRY)
+    lister = _TASK_LISTS.get(name) or getattr(_REGISTRY.get(name), "offered_tasks", None)
+    return lister(options) if lister is not None else None
+
+
+def available_sources() -> list[str]:
+    """Names of all sources: the built-in ones and those of installed packages (entry point group
+    ``prdnet.sources``, see :mod:`prdnet.plugins`). The config schema's list of sources is this one."""
+    from prdnet.plugins import SOURCE_GROUP, entry_point_names
+
+    _import_builtin_sources()
+    return sorted(set(_REGISTRY) | set(entry_point_names(SOURCE_GROUP)))
 
 
 def load_source(name: str, options: dict[str, Any]) -> SourceData:
     """Open the source called ``name`` with its config ``options``."""
+    from prdnet.plugins import SOURCE_GROUP, load_entry_point
+
     _import_builtin_sources()
-    if name not in _REGISTRY:
-        raise KeyError(f"unknown source {name!r}; known sources: {', '.join(sorted(_REGISTRY))}")
-    return _REGISTRY[name](options)
+    if name in _REGISTRY:
+        return _REGISTRY[name](options)
+    if name not in available_sources():
+        raise KeyError(f"unknown source {name!r}; known sources: {', '.join(available_sources())}")
+    return load_entry_point(SOURCE_GROUP, name)(options)
 
 
 def _import_builtin_sources() -> None:
-    from prdnet.data.sources import jarvis, matbench, mp_embedded, mp_live  # noqa: F401
+    from prdnet.data.sources import ase_files, generic, jarvis, matbench, mp_embedded, mp_live  # noqa: F401
 
 
 def structure_from_arrays(

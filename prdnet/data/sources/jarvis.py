@@ -40,8 +40,14 @@ class JarvisDataset:
         self.expected = expected
 
 
-def _task(name: str, unit: str, description: str) -> Task:
-    return Task(name, "regression", unit, description)
+FORMATION_ENERGY_BOUNDS = (-10.0, 10.0)
+"""eV/atom: plausible formation energies (validation.target_bounds replaces these defaults)."""
+BAND_GAP_BOUNDS = (0.0, 30.0)
+"""eV: plausible band gaps."""
+
+
+def _task(name: str, unit: str, description: str, bounds: tuple[float | None, float | None] = (None, None)) -> Task:
+    return Task(name, "regression", unit, description, bounds)
 
 
 DATASETS = {
@@ -49,8 +55,8 @@ DATASETS = {
         "megnet",
         "id",
         {
-            "formation_energy": ("e_form", _task("formation_energy", "eV/atom", "PBE formation energy per atom (MP-2018.6.1)")),
-            "band_gap": ("gap pbe", _task("band_gap", "eV", "PBE band gap (MP-2018.6.1)")),
+            "formation_energy": ("e_form", _task("formation_energy", "eV/atom", "PBE formation energy per atom (MP-2018.6.1)", FORMATION_ENERGY_BOUNDS)),
+            "band_gap": ("gap pbe", _task("band_gap", "eV", "PBE band gap (MP-2018.6.1)", BAND_GAP_BOUNDS)),
             "bulk_modulus": ("bulk modulus", _task("bulk_modulus", "log10(GPa)", "log10 VRH bulk modulus (MP-2018.6.1)")),
             "shear_modulus": ("shear modulus", _task("shear_modulus", "log10(GPa)", "log10 VRH shear modulus (MP-2018.6.1)")),
         },
@@ -60,10 +66,10 @@ DATASETS = {
         "dft_3d_2021",
         "jid",
         {
-            "formation_energy": ("formation_energy_peratom", _task("formation_energy", "eV/atom", "OptB88vdW formation energy per atom")),
-            "optb88vdw_bandgap": ("optb88vdw_bandgap", _task("optb88vdw_bandgap", "eV", "OptB88vdW band gap")),
+            "formation_energy": ("formation_energy_peratom", _task("formation_energy", "eV/atom", "OptB88vdW formation energy per atom", FORMATION_ENERGY_BOUNDS)),
+            "optb88vdw_bandgap": ("optb88vdw_bandgap", _task("optb88vdw_bandgap", "eV", "OptB88vdW band gap", BAND_GAP_BOUNDS)),
             "total_energy": ("optb88vdw_total_energy", _task("total_energy", "eV/atom", "OptB88vdW total energy per atom")),
-            "mbj_bandgap": ("mbj_bandgap", _task("mbj_bandgap", "eV", "TBmBJ band gap")),
+            "mbj_bandgap": ("mbj_bandgap", _task("mbj_bandgap", "eV", "TBmBJ band gap", BAND_GAP_BOUNDS)),
             "ehull": ("ehull", _task("ehull", "eV/atom", "energy above the convex hull")),
             "bulk_modulus": ("bulk_modulus_kv", _task("bulk_modulus", "GPa", "Voigt bulk modulus Kv")),
             "shear_modulus": ("shear_modulus_gv", _task("shear_modulus", "GPa", "Voigt shear modulus Gv")),
@@ -151,6 +157,9 @@ def read_records(cache: str | Path, dataset: JarvisDataset) -> Iterator[Entry]:
     with gzip.open(cache, "rt", encoding="utf-8") as handle:
         records = json.load(handle)
     for index, record in enumerate(records):
+        if not isinstance(record, dict):
+            yield Entry(f"row-{index}", None, {}, parse_error=f"malformed record: {type(record).__name__}, not an object")
+            continue
         yield parse_record(record, dataset, index)
 
 
@@ -176,5 +185,7 @@ def _factory(source: str) -> Callable[[dict[str, Any]], SourceData]:
     return factory
 
 
-mp_2018 = register_source("mp_2018")(_factory("mp_2018"))
-jarvis_dft_3d_2021 = register_source("jarvis_dft_3d_2021")(_factory("jarvis_dft_3d_2021"))
+mp_2018 = register_source("mp_2018", tasks=lambda options: list(DATASETS["mp_2018"].tasks))(_factory("mp_2018"))
+jarvis_dft_3d_2021 = register_source("jarvis_dft_3d_2021", tasks=lambda options: list(DATASETS["jarvis_dft_3d_2021"].tasks))(
+    _factory("jarvis_dft_3d_2021")
+)

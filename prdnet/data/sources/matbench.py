@@ -50,6 +50,14 @@ STRUCTURE_TASKS = {
 }
 
 
+TARGET_BOUNDS = {
+    # plausible target ranges of tasks above (validation.target_bounds replaces them); perovskites'
+    # e_form is per 5-atom cell, not per atom, so it has no default
+    "matbench_mp_e_form": (-10.0, 10.0),  # eV/atom
+    "matbench_mp_gap": (0.0, 30.0),  # eV
+}
+
+
 def target_value(value: Any) -> float | None:
     """A target as a float; booleans (mp_is_metal) become 1.0 / 0.0, missing values None."""
     if value is None:
@@ -72,12 +80,27 @@ def download(benchmark_task: str, matminer_data: str | Path) -> Path:
     return path
 
 
-@register_source("matbench")
+def not_a_matbench_task(name: str) -> str:
+    """The error for a ``matbench_task`` that MatBench v0.1 does not have."""
+    return (f"config key 'datasets.<name>.matbench_task': {name!r} is not a MatBench v0.1 structure task "
+            f"({', '.join(STRUCTURE_TASKS)}); for a file in MatBench's format under another name use "
+            "source: matbench_json with its path and a targets block")  # fmt: skip
+
+
+def matbench_tasks(options: dict[str, Any]) -> list[str] | None:
+    """The task name of a MatBench structure task (``None`` for one not in :data:`STRUCTURE_TASKS`)."""
+    name = STRUCTURE_TASKS.get(options.get("matbench_task", ""))
+    return [name] if name else None
+
+
+@register_source("matbench", tasks=matbench_tasks)
 def matbench(options: dict[str, Any]) -> SourceData:
     """Source factory: ``options['matbench_task']`` (e.g. ``matbench_jdft2d``), ``options['matminer_data']``."""
     import matbench as matbench_package
 
     benchmark_task = options["matbench_task"]
+    if benchmark_task not in STRUCTURE_TASKS:
+        raise ValueError(not_a_matbench_task(benchmark_task))
     _, task = open_matbench_task(benchmark_task, options.get("matminer_data"))
     metadata = task.metadata
     if metadata["input_type"] != "structure":
@@ -87,7 +110,7 @@ def matbench(options: dict[str, Any]) -> SourceData:
     kind = "classification" if metadata["task_type"] == "classification" else "regression"
     folds = {f"fold{fold}": [str(i) for i in task.get_test_data(fold, include_target=False).index] for fold in task.folds}
     return SourceData(
-        tasks={name: Task(name, kind, str(metadata.get("unit") or ""), str(target))},
+        tasks={name: Task(name, kind, str(metadata.get("unit") or ""), str(target), TARGET_BOUNDS.get(benchmark_task, (None, None)))},
         entries=_entries(task.df, target, name),
         version=f"matbench {matbench_package.__version__}, {benchmark_task} sha256:{str(metadata.get('hash', ''))[:16]}",
         folds=folds,

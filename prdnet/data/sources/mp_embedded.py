@@ -7,19 +7,18 @@ The metal / non-metal label is ``band_gap == 0`` (1 = metal).
 
 from __future__ import annotations
 
-import gzip
 import hashlib
-import json
 import math
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from prdnet.data.sources import Entry, SourceData, Task, register_source, structure_from_arrays
+from prdnet.data.sources.files import check_file, json_lines, parse_json_object
 
 TASKS = {
-    "formation_energy": Task("formation_energy", "regression", "eV/atom", "PBE formation energy per atom"),
-    "band_gap": Task("band_gap", "regression", "eV", "PBE band gap"),
+    "formation_energy": Task("formation_energy", "regression", "eV/atom", "PBE formation energy per atom", (-10.0, 10.0)),
+    "band_gap": Task("band_gap", "regression", "eV", "PBE band gap", (0.0, 30.0)),
     "is_metal": Task("is_metal", "classification", "", "metal (band gap == 0) vs non-metal"),
 }
 
@@ -44,12 +43,17 @@ def targets_from_record(record: dict[str, Any]) -> dict[str, float | None]:
     }
 
 
-def parse_line(line: str, line_number: int) -> Entry:
-    """Turn one JSON line into an :class:`Entry`; a broken line becomes a rejectable entry."""
-    try:
-        record = json.loads(line)
-    except json.JSONDecodeError as error:
-        return Entry(f"line-{line_number}", None, {}, parse_error=f"malformed record: invalid JSON ({error.msg})")
+def parse_line(line: str | bytes, line_number: int) -> Entry:
+    """Turn one JSON line into an :class:`Entry`; a broken line (not UTF-8, not JSON, not an
+    object, no structure) becomes a rejectable entry."""
+    record, error = parse_json_object(line)
+    if record is None:
+        return Entry(f"line-{line_number}", None, {}, parse_error=error)
+    return parse_record(record, line_number)
+
+
+def parse_record(record: dict[str, Any], line_number: int) -> Entry:
+    """One decoded record → an :class:`Entry`."""
     material_id = str(record.get("material_id") or f"line-{line_number}")
     missing = [key for key in ("lattice", "species", "frac_coords") if key not in record]
     if missing:
@@ -59,13 +63,11 @@ def parse_line(line: str, line_number: int) -> Entry:
 
 
 def read_mp_embedded(path: str | Path, limit: int | None = None) -> Iterator[Entry]:
-    """Yield the entries of the embedded MP file, in file order (at most ``limit``)."""
-    with gzip.open(path, "rt", encoding="utf-8") as handle:
-        for line_number, line in enumerate(handle, start=1):
-            if limit is not None and line_number > limit:
-                return
-            if line.strip():
-                yield parse_line(line, line_number)
+    """Yield the entries of the embedded MP file (gzipped or plain), in file order (at most ``limit`` lines)."""
+    for line_number, record, error in json_lines(path, "datasets.<name>.path"):
+        if limit is not None and line_number > limit:
+            return
+        yield Entry(f"line-{line_number}", None, {}, parse_error=error) if record is None else parse_record(record, line_number)
 
 
 def file_digest(path: str | Path) -> str:
@@ -77,12 +79,10 @@ def file_digest(path: str | Path) -> str:
     return digest.hexdigest()
 
 
-@register_source("mp_2018_cgcnn36k")
+@register_source("mp_2018_cgcnn36k", tasks=lambda options: list(TASKS))
 def mp_2018_cgcnn36k(options: dict[str, Any]) -> SourceData:
     """Source factory: ``options['path']`` is the JSON-lines file."""
-    path = Path(options["path"])
-    if not path.exists():
-        raise FileNotFoundError(f"embedded MP data not found at {path} (config key datasets.<name>.path)")
+    path = check_file(options["path"], "datasets.<name>.path")
     return SourceData(
         tasks=dict(TASKS),
         entries=read_mp_embedded(path),

@@ -41,8 +41,8 @@ FIELDS = [
     "shear_modulus",
 ]
 TASKS = {
-    "formation_energy": Task("formation_energy", "regression", "eV/atom", "formation energy per atom (MP summary)"),
-    "band_gap": Task("band_gap", "regression", "eV", "band gap (MP summary)"),
+    "formation_energy": Task("formation_energy", "regression", "eV/atom", "formation energy per atom (MP summary)", (-10.0, 10.0)),
+    "band_gap": Task("band_gap", "regression", "eV", "band gap (MP summary)", (0.0, 30.0)),
     "is_metal": Task("is_metal", "classification", "", "MP is_metal flag (1 = metal)"),
     "bulk_modulus": Task("bulk_modulus", "regression", "log10(GPa)", "log10 of the VRH bulk modulus K"),
     "shear_modulus": Task("shear_modulus", "regression", "log10(GPa)", "log10 of the VRH shear modulus G"),
@@ -221,7 +221,7 @@ def read_documents(cache: str | Path) -> Iterator[Entry]:
         yield parse_document(document, index)
 
 
-@register_source("mp_live")
+@register_source("mp_live", tasks=lambda options: list(TASKS))
 def mp_live(options: dict[str, Any]) -> SourceData:
     """Source factory: ``options['cache']`` (downloaded first if absent; needs ``MP_API_KEY``),
     ``criteria`` or ``material_ids``, ``chunk_size``, ``num_chunks``."""
