@@ -681,6 +681,7 @@ def write_outputs(job, checkpoint, history, test_predictions, metrics, num_class
         **job.labels,
         "seed": job.training.seed,
     }
+    tags = {**job.labels, "sanity_flags": ",".join(metrics["flags"]) or "none"}
     end_ms = int(time.time() * 1000)  # the job's real start and end, for MLflow's run duration
     times = {"start_time_ms": end_ms - int(metrics["wall_time_s"] * 1000), "end_time_ms": end_ms}
     inputs = {"shard_set": job.shard_paths[0].parent.name, "split_dir": Path(job.split_dir).as_posix()}

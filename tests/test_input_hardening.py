@@ -12,9 +12,9 @@ import pyarrow.parquet as pq
 import pytest
 
 from prdnet.config import ConfigError, load_config
-from prdnet.data.graphs import GraphParams
 from prdnet.data.ids import normalise_id
 from prdnet.data.prepare import EmptyDatasetError, collect_entries, entries_to_columns, prepare_dataset
+from prdnet.data.recipes import graph_recipe_for
 from prdnet.data.shards import featurize_dataset
 from prdnet.data.sources.files import DataFileError
 from prdnet.data.sources.mp_embedded import read_mp_embedded
@@ -158,7 +158,8 @@ def test_a_non_finite_training_loss_fails_the_job(mp_embedded_path, tmp_path):
     crystals = entries_to_columns(entries, ["formation_energy"])
     crystals.targets["formation_energy"][0] = 1e39  # past validation (as before it existed): inf in float32
     write_parquet(tmp_path / "structures.parquet", crystals_table(crystals))
-    manifest = featurize_dataset(tmp_path / "structures.parquet", tmp_path / "graphs", GraphParams(), n_shards=1)
+    manifest = featurize_dataset(tmp_path / "structures.parquet", tmp_path / "graphs",
+                                 graph_recipe_for({"name": "cgcnn", "preset": "small"}), n_shards=1)
     split = random_split(crystals.ids, (0.5, 0.25, 0.25), seed=0)
     split["train"] = [crystals.ids[0], *[i for i in split["train"] if i != crystals.ids[0]]]
     for name in ("val", "test"):

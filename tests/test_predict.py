@@ -9,8 +9,8 @@ import pandas as pd
 import pytest
 
 from prdnet.cli import main
-from prdnet.data.graphs import GraphParams
 from prdnet.data.prepare import prepare_dataset
+from prdnet.data.recipes import graph_recipe_for
 from prdnet.data.shards import featurize_dataset
 from prdnet.data.splits import random_split, write_splits
 from prdnet.data.validate import ValidationRules
@@ -19,6 +19,7 @@ from prdnet.train import TrainingConfig, TrainingJob, run_training
 from test_own_data import DATASETS, FIXTURES
 
 TASK = "heat_of_formation"
+SPEC = {"name": "cgcnn", "preset": "small", "hyperparameters": {"backbone": {"channels": 8, "layers": 1}}}
 
 
 @pytest.fixture(scope="module")
@@ -27,7 +28,7 @@ def jobs(tmp_path_factory):
     results = tmp_path_factory.mktemp("predict") / "results"
     dataset = results / "cifs"
     prepare_dataset("cifs", DATASETS["perovskites_cif"], ValidationRules(), dataset)
-    manifest = featurize_dataset(dataset / "structures.parquet", dataset / "graphs" / "set", GraphParams(), n_shards=2)
+    manifest = featurize_dataset(dataset / "structures.parquet", dataset / "graphs" / "set", graph_recipe_for(SPEC), n_shards=2)
     ids = list(pd.read_parquet(dataset / "structures.parquet")["id"])
     write_splits({TASK: {"fold0": random_split(ids, (0.6, 0.2, 0.2), seed=0)}}, dataset / "splits")
     folders = []
@@ -36,7 +37,7 @@ def jobs(tmp_path_factory):
         run_training(TrainingJob(
             shard_paths=[dataset / "graphs" / "set" / name for name in manifest["shards"]],
             split_dir=dataset / "splits" / TASK / "fold0", task=TASK, task_kind="regression", unit="eV/atom",
-            model_spec={"name": "cgcnn", "preset": "small", "hyperparameters": {"backbone": {"channels": 8, "layers": 1}}},
+            model_spec=SPEC,
             training=TrainingConfig(epochs=2, batch_size=4, seed=seed), out_dir=folder,
         ))  # fmt: skip
         folders.append(folder)
@@ -91,7 +92,7 @@ def test_the_command_line(jobs, tmp_path):
 def test_graph_parameters_come_from_the_recorded_fields(jobs):
     run = json.loads((jobs[0] / "run.json").read_text())
     recorded = {k.removeprefix("featurizer."): v for k, v in run["params"].items() if k.startswith("featurizer.")}
-    assert graph_params(recorded) == GraphParams()
+    assert graph_params(recorded) == graph_recipe_for(SPEC)
     with pytest.raises(PredictError, match=r"recorded graph parameters \['new_field'\]"):
         graph_params({**recorded, "new_field": 1})
     with pytest.raises(PredictError, match="featurizer version '0'"):

@@ -87,7 +87,7 @@ def test_same_seed_repeats_exactly_on_cpu(dataset, tmp_path):
 
 
 def test_classification_reports_accuracy_and_roc_auc(dataset, tmp_path):
-    spec = {"name": "cgcnn", "preset": "small", "diffraction": None}
+    spec = {**TINY_PRDNET, "diffraction": None}  # a model on the fixture's default-recipe graphs
     metrics = run_training(make_job(dataset, tmp_path, task="is_metal", kind="classification", spec=spec))
     assert 0.0 <= metrics["test_accuracy"] <= 1.0 and "test_roc_auc" in metrics
     predictions = pd.read_parquet(tmp_path / "predictions.parquet")

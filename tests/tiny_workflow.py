@@ -47,6 +47,7 @@ def write_tiny_config(
         config["datasets"][JDFT2D]["matminer_data"] = str(matminer_data)
     config["featurizer"]["n_shards"] = 2
     config["published_scores"] = str(ROOT / "config" / "published_scores.yaml")
+    config["atom_features"] = str(Path(matminer_data).parent / "cgcnn" / "atom_init.json")  # the shared data's table
     tiny = {"channels": 8, "layers": 1}
     config["models"] = {
         "prdnet": {"name": "prdnet", "preset": "small", "hyperparameters": {"backbone": {**tiny, "heads": 2, "head_dim": 4}}},

@@ -26,7 +26,8 @@ rule train:
         shards=lambda w: shard_files(w.dataset, job_recipe(w.dataset, w.model)),
         splits=f"{RESULTS}/{{dataset}}/splits/summary.json",
         summary=f"{RESULTS}/{{dataset}}/summary.json",
-        atom_features=config["atom_features"],
+        # declared when present (a dry run plans without data; a real run stops at start-up if missing)
+        atom_features=lambda w: [config["atom_features"]] if os.path.exists(config["atom_features"]) else [],
     output:
         metrics=f"{RESULTS}/{RUN}/metrics.json",
         predictions=f"{RESULTS}/{RUN}/predictions.parquet",
@@ -35,6 +36,7 @@ rule train:
         run=f"{RESULTS}/{RUN}/run.json",
     params:
         model_spec=lambda w: as_json(model_spec(w)),
+        atom_features=config["atom_features"],
         resolved_model=tracked_model,  # not on the command line: tracked, so a preset edit re-runs its jobs
         training=lambda w: as_json(training_for_seed(config["training"], w.seed)),
         sanity=as_json(config.get("sanity", {})),
@@ -55,6 +57,6 @@ rule train:
     shell:
         "OMP_NUM_THREADS={threads} MKL_NUM_THREADS={threads} {params.launch} --shards {input.shards} "
         "--split-dir {params.split_dir} --dataset-summary {input.summary} --task {wildcards.task} "
-        "--model-spec {params.model_spec} --training {params.training} --atom-features {input.atom_features} "
+        "--model-spec {params.model_spec} --training {params.training} --atom-features {params.atom_features} "
         "--sanity {params.sanity} --labels {params.labels} "
         "--out-dir {params.out_dir} > {log} 2>&1"
