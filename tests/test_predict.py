@@ -50,7 +50,9 @@ def test_predict_reproduces_the_jobs_test_predictions_exactly(jobs, tmp_path):
     test = pd.read_parquet(jobs[0] / "predictions.parquet")
     assert len(test) == 2
     for entry_id, value in zip(test["id"], test["predicted"]):
-        assert predicted[entry_id] == value, entry_id
+        # the same model, graphs and weights; only the batch's composition differs (float32 kernels
+        # sum in another order for another number of rows), so equal to float32 rounding
+        assert predicted[entry_id] == pytest.approx(value, rel=1e-5), entry_id
 
 
 def test_every_structure_gets_a_row_bad_ones_with_their_reason(jobs, tmp_path):

@@ -54,7 +54,8 @@ def test_the_plan_has_one_training_job_per_seed(tmp_path, mp_embedded_path, matm
     result = subprocess.run(command, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     folders = set(re.findall(r"results/(\S+/runs/\S+/seed\d)/metrics\.json", result.stdout))
-    assert len(folders) == 3 * (3 * 1 * 4 + 1 * 5 * 4)  # seeds × (MP 3 tasks × 4 variants + jdft2d 5 folds × 4)
+    # seeds × (MP 3 tasks × 4 variants + jdft2d 5 folds × 4), and one Dummy per task and fold (seed 0)
+    assert len(folders) == 3 * (3 * 1 * 4 + 1 * 5 * 4) + (3 + 5)
     assert {folder.rsplit("/", 1)[1] for folder in folders} == {"seed0", "seed1", "seed2"}
     # the MatBench leaderboard file records one prediction per fold: the first seed's
     assert re.search(r"matbench_record.*\n(?:.*\n)*?.*input: .*fold0/cgcnn/none/default/seed0/predictions", result.stdout)

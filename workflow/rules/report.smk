@@ -10,7 +10,8 @@ rule aggregate:
     input:
         metrics=lambda w: [f"{run_dir(job)}/metrics.json" for job in training_jobs(w.dataset)],
         runs=lambda w: [f"{run_dir(job)}/run.json" for job in training_jobs(w.dataset)],
-        published=[config["published_scores"]] if config.get("published_scores") else [],
+        # declared when present (a dry run plans without data; a real run stops at start-up if missing)
+        published=[config["published_scores"]] if config.get("published_scores") and os.path.exists(config["published_scores"]) else [],
     output:
         markdown=f"{RESULTS}/tables/{{dataset}}.md",
         csv=f"{RESULTS}/tables/{{dataset}}.csv",
