@@ -24,9 +24,9 @@ from torch_geometric.loader import DataLoader
 from tqdm import tqdm
 
 from prdnet.checkpoint import rng_state, save_checkpoint
-from prdnet.data.graphs import GraphParams
 from prdnet.data.loader import select_data
 from prdnet.data.prepare import collect_entries, entries_to_columns
+from prdnet.data.recipes import graph_recipe_for
 from prdnet.data.shards import featurize_dataset, read_shards
 from prdnet.data.sources.mp_embedded import read_mp_embedded
 from prdnet.data.tables import crystals_table
@@ -40,10 +40,11 @@ from prdnet.train import (EpochProgress, Standardizer, TrainingConfig, loss_func
 TASK = "formation_energy"
 
 
-def embedded_data(path: str, limit: int, folder: Path) -> list:
+def embedded_data(path: str, limit: int, folder: Path, spec: dict) -> list:
+    """``limit`` embedded MP crystals as ``Data``, graphs built by the model's recipe."""
     entries, _, _ = collect_entries(read_mp_embedded(path, limit), [TASK], ValidationRules())
     write_parquet(folder / "structures.parquet", crystals_table(entries_to_columns(entries, [TASK])))
-    manifest = featurize_dataset(folder / "structures.parquet", folder / "graphs", GraphParams(), 4, 2)
+    manifest = featurize_dataset(folder / "structures.parquet", folder / "graphs", graph_recipe_for(spec), 4, 2)
     crystals, graphs = read_shards([folder / "graphs" / name for name in manifest["shards"]])
     return select_data(crystals, graphs, TASK)
 
@@ -70,9 +71,9 @@ def main() -> None:
         raise SystemExit("no CUDA device: this benchmark measures a GPU (use --device cpu for a smoke run)")
 
     with tempfile.TemporaryDirectory() as folder:
-        data = embedded_data(args.data, args.limit, Path(folder))
         spec = {"name": args.model, "preset": args.preset,
                 "diffraction": None if args.diffraction == "none" else args.diffraction}  # fmt: skip
+        data = embedded_data(args.data, args.limit, Path(folder), spec)
         torch.manual_seed(0)
         initial = build_model(spec, "regression").state_dict()
         scaler = Standardizer(torch.cat([d.y for d in data]), enabled=True)

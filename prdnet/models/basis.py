@@ -49,10 +49,13 @@ def edge_geometry(
     """Bond vectors v_ij = (r_j + n_ij − r_i)·L (Å, [E, 3]) and lengths d_ij = |v_ij| (Å, [E]).
 
     The length is recomputed from the vector (rather than read from ``edge_distance``) so that
-    it is differentiable and exactly consistent with the angles.
+    it is differentiable and exactly consistent with the angles. Geometry is always computed in
+    the inputs' precision: mixed-precision autocast (bf16/fp16) is switched off here, so bond
+    vectors, lengths and angles never lose digits to a low-precision matmul.
     """
-    vectors = edge_vectors(frac_coords, lattice, edge_index, edge_offset, batch)
-    return vectors, vectors.norm(dim=-1)
+    with torch.autocast(device_type=frac_coords.device.type, enabled=False):
+        vectors = edge_vectors(frac_coords, lattice, edge_index, edge_offset, batch)
+        return vectors, vectors.norm(dim=-1)
 
 
 def group_pairs(

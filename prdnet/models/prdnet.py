@@ -190,7 +190,8 @@ def split_message_projection(
     Returns (W_a W_v h + b, W_b W_v h) per atom, [N, H, S·D] each, computed once per atom instead
     of once per edge, and (W_c W_e) e_ij per edge, [E, H, S·D], through the product W_c W_e^h
     formed once per head (H·S·D × d_e: cheaper than W_c applied per edge when d_e < D, as
-    in the paper variant, and as cheap when d_e = D, the reference; None under NoEdge). ``values`` [N, H, D] is W_v h; ``edge_attr`` [E, d_e] the edge features.
+    in the paper variant, and as cheap when d_e = D, the reference; None under NoEdge).
+    ``values`` [N, H, D] is W_v h; ``edge_attr`` [E, d_e] the edge features.
     """
     width = values.shape[-1]
     weight = message.weight
