@@ -11,8 +11,8 @@ import pyarrow as pa
 import pytest
 import torch
 
-from prdnet.data.graphs import GraphParams
 from prdnet.data.prepare import collect_entries, entries_to_columns
+from prdnet.data.recipes import graph_recipe_for
 from prdnet.data.shards import featurize_dataset
 from prdnet.data.sources.mp_embedded import read_mp_embedded
 from prdnet.data.splits import random_split, write_splits
@@ -65,7 +65,7 @@ def test_shards_checkpoints_and_tables_are_0644_under_umask_022(umask, mp_embedd
     entries, _, _ = collect_entries(read_mp_embedded(mp_embedded_path, limit=24), tasks, ValidationRules())
     crystals = entries_to_columns(entries, tasks)
     write_parquet(tmp_path / "structures.parquet", crystals_table(crystals))
-    manifest = featurize_dataset(tmp_path / "structures.parquet", tmp_path / "graphs", GraphParams(), n_shards=2)
+    manifest = featurize_dataset(tmp_path / "structures.parquet", tmp_path / "graphs", graph_recipe_for(TINY_CGCNN), n_shards=2)
     write_splits({"formation_energy": {"fold0": random_split(crystals.ids, (0.5, 0.25, 0.25), seed=0)}}, tmp_path / "splits")
     run_dir = tmp_path / "runs" / "job"
     run_training(TrainingJob(
