@@ -22,7 +22,7 @@ from tiny_workflow import MP, snakemake, write_tiny_config
 
 pytestmark = pytest.mark.slow
 
-JOBS = 4  # band_gap × fold0 × {prdnet, cgcnn} × {none, paper}
+JOBS = 5  # band_gap × fold0 × {prdnet, cgcnn} × {none, paper}, and the Dummy
 TAGS = ("dataset", "task", "fold", "model", "diffraction", "ablation", "git_commit", "prdnet.run_key", "prdnet.content_hash")
 ARTIFACTS = {"metrics.json", "history.csv", "predictions.parquet", "run.json"}
 
@@ -85,7 +85,7 @@ def test_runs_tags_and_artifacts_reach_the_server(server, workdir):
     assert len(runs) == JOBS
     for tag in TAGS:
         assert runs[f"tags.{tag}"].notna().all(), tag
-    assert set(runs["tags.diffraction"]) == {"none", "paper"} and set(runs["tags.model"]) == {"prdnet", "cgcnn"}
+    assert set(runs["tags.diffraction"]) == {"none", "paper"} and set(runs["tags.model"]) == {"prdnet", "cgcnn", "dummy"}
     assert runs["metrics.test_mae"].notna().all() and runs["params.featurizer.featurizer_version"].notna().all()
     client = mlflow.MlflowClient(server.uri)
     for run_id, artifact_uri in zip(runs["run_id"], runs["artifact_uri"]):

@@ -16,6 +16,7 @@ import pandas as pd
 import pytest
 import yaml
 
+from conftest import SHARED_DATA
 from prdnet.config import ConfigError, validate_config
 from prdnet.data.prepare import EmptyDatasetError, prepare_dataset
 from prdnet.data.sources.files import DataFileError
@@ -166,6 +167,7 @@ def test_a_table_with_no_accepted_entry_is_an_error(tmp_path):
 def own_data_config() -> dict:
     config = yaml.safe_load((ROOT / "config" / "config.yaml").read_text())
     config.update(results_dir="results", datasets=copy.deepcopy(DATASETS), published_scores=None)
+    config["atom_features"] = str(SHARED_DATA / "cgcnn" / "atom_init.json")  # absolute: runs start elsewhere
     config["featurizer"]["n_shards"] = 1
     config["models"] = {"cgcnn": {"name": "cgcnn", "preset": "small", "hyperparameters": {"backbone": {"channels": 8, "layers": 1}}}}
     config["experiments"] = [{"datasets": sorted(DATASETS), "models": ["cgcnn"], "diffraction": ["none"], "ablations": ["default"]}]
