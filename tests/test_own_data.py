@@ -191,7 +191,7 @@ def test_each_format_trains_through_the_workflow(tmp_path):
     for dataset, folds in expected.items():
         (task,) = DATASETS[dataset]["tasks"]
         for fold in folds:
-            metrics = json.loads((results / dataset / "runs" / task / fold / "cgcnn/none/default/metrics.json").read_text())
+            metrics = json.loads((results / dataset / "runs" / task / fold / "cgcnn/none/default/seed0/metrics.json").read_text())
             assert metrics["test_mae"] == metrics["test_mae"] and metrics["unit"] == "eV/atom"
         assert (results / "tables" / f"{dataset}.md").exists()
     assert "no-file-1" in (results / "perovskites_cif" / "rejects.csv").read_text()
