@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import numpy as np
-from sklearn.metrics import roc_auc_score
 
 
 def mean_absolute_error(y_true: np.ndarray, y_pred: np.ndarray) -> float:
@@ -16,12 +15,36 @@ def accuracy(labels: np.ndarray, predicted_labels: np.ndarray) -> float:
     return float(np.mean(np.asarray(labels) == np.asarray(predicted_labels)))
 
 
+def average_ranks(values: np.ndarray) -> np.ndarray:
+    """1-based ranks of ``values`` in ascending order; tied values share the mean of their ranks
+    (the ranks of the Mann–Whitney U statistic)."""
+    values = np.asarray(values, float)
+    order = np.argsort(values, kind="stable")
+    ordered = values[order]
+    first_of_group = np.r_[True, ordered[1:] != ordered[:-1]]
+    starts = np.flatnonzero(first_of_group)
+    ends = np.r_[starts[1:], len(values)]  # one past each group's last position
+    group_rank = (starts + ends + 1) / 2.0  # mean of the 1-based positions starts+1 … ends
+    ranks = np.empty(len(values))
+    ranks[order] = group_rank[np.cumsum(first_of_group) - 1]
+    return ranks
+
+
 def roc_auc(labels: np.ndarray, positive_probability: np.ndarray) -> float:
-    """Area under the ROC curve of a binary task (NaN if only one class is present)."""
+    """Area under the ROC curve of a binary task, the positive class being the larger label:
+    AUC = (R₊ − n₊(n₊ + 1)/2) / (n₊ n₋), R₊ the sum of the positives' average ranks of the score
+    (the Mann–Whitney form: the probability that a random positive outscores a random negative,
+    ties counting one half). NaN if only one class is present."""
     labels = np.asarray(labels)
-    if len(np.unique(labels)) < 2:
+    classes = np.unique(labels)
+    if len(classes) < 2:
         return float("nan")
-    return float(roc_auc_score(labels, positive_probability))
+    if len(classes) > 2:
+        raise ValueError(f"roc_auc needs a binary task; got {len(classes)} classes")
+    positive = labels == classes[1]
+    n_positive, n_negative = int(positive.sum()), int((~positive).sum())
+    rank_sum = average_ranks(positive_probability)[positive].sum()
+    return float((rank_sum - n_positive * (n_positive + 1) / 2) / (n_positive * n_negative))
 
 
 def task_metrics(kind: str, y_true: np.ndarray, y_pred: np.ndarray, probability: np.ndarray | None = None) -> dict[str, float]:

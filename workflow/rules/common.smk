@@ -155,11 +155,17 @@ def tracked_model(wildcards):
     return json.dumps(spec if spec["name"] == DUMMY_MODEL else resolve_spec(spec), sort_keys=True)
 
 
+def present(*paths):
+    """Those of ``paths`` that are files now. Inputs declared this way are declared when present:
+    a dry run plans without the data, and a real run stops at start-up where one is missing
+    (check_files)."""
+    return [path for path in paths if path and os.path.isfile(path)]
+
+
 def source_files(dataset):
     """The data files a dataset's prepare step reads (declared inputs, so an edit re-runs it and
     everything after it): the configured file, a structure folder's files, the MatBench task
-    file, id-list files. Files not there yet are left out (a dry run plans without the data;
-    a real run stops at start-up, see check_files)."""
+    file, id-list files; those not there yet are left out (present)."""
     options = config["datasets"][dataset]
     paths = [options[key] for key in ("path",) if key in options]
     if os.path.isdir(options.get("structures_dir", "")):
@@ -169,7 +175,7 @@ def source_files(dataset):
         paths.append(os.path.join(options["matminer_data"], f"{options['matbench_task']}.json.gz"))  # else a download
     if options["split"]["kind"] == "id_lists":
         paths += options["split"]["test"]
-    return [path for path in paths if os.path.isfile(path)]
+    return present(*paths)
 
 
 def is_matbench(dataset):

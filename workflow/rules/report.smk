@@ -10,8 +10,7 @@ rule aggregate:
     input:
         metrics=lambda w: [f"{run_dir(job)}/metrics.json" for job in training_jobs(w.dataset)],
         runs=lambda w: [f"{run_dir(job)}/run.json" for job in training_jobs(w.dataset)],
-        # declared when present (a dry run plans without data; a real run stops at start-up if missing)
-        published=[config["published_scores"]] if config.get("published_scores") and os.path.exists(config["published_scores"]) else [],
+        published=present(config.get("published_scores")),
     output:
         markdown=f"{RESULTS}/tables/{{dataset}}.md",
         csv=f"{RESULTS}/tables/{{dataset}}.csv",
@@ -87,7 +86,7 @@ rule html_report:
         results_dir=RESULTS,
         config=as_json(config),
     log:
-        "logs/report.log",
+        f"{RESULTS}/logs/report.log",
     shell:
         "prdnet report --metrics {input.metrics} --results-dir {params.results_dir} --config {params.config} "
         "--out {output} > {log} 2>&1"

@@ -26,8 +26,7 @@ rule train:
         shards=lambda w: shard_files(w.dataset, job_recipe(w.dataset, w.model)),
         splits=f"{RESULTS}/{{dataset}}/splits/summary.json",
         summary=f"{RESULTS}/{{dataset}}/summary.json",
-        # declared when present (a dry run plans without data; a real run stops at start-up if missing)
-        atom_features=lambda w: [config["atom_features"]] if os.path.exists(config["atom_features"]) else [],
+        atom_features=present(config["atom_features"]),
     output:
         metrics=f"{RESULTS}/{RUN}/metrics.json",
         predictions=f"{RESULTS}/{RUN}/predictions.parquet",
