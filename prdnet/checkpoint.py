@@ -54,15 +54,6 @@ def identity_digest(identity: Mapping[str, Any]) -> str:
     return hashlib.sha256(canonical_json(identity).encode()).hexdigest()
 
 
-def file_digest(path: str | Path) -> str:
-    """SHA-256 of a file's bytes."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def rng_state() -> dict[str, Any]:
     """This process's random-number states: Python, NumPy (legacy global), torch CPU and CUDA."""
     version, internal, gauss = random.getstate()

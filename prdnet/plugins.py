@@ -15,6 +15,7 @@ which read these groups. Built-in names cannot be replaced.
 
 from __future__ import annotations
 
+import sys
 from importlib.metadata import entry_points
 from typing import Any
 
@@ -26,9 +27,17 @@ class PluginError(RuntimeError):
     """An entry point that cannot be loaded."""
 
 
+_NAMES: dict[tuple[str, tuple[str, ...]], list[str]] = {}
+
+
 def entry_point_names(group: str) -> list[str]:
-    """Names declared in ``group`` by installed packages (nothing is imported)."""
-    return sorted({point.name for point in entry_points(group=group)})
+    """Names declared in ``group`` by installed packages (nothing is imported). Scanning the
+    installed distributions is slow, and a workflow asks once per job: the names are kept per
+    group and ``sys.path`` (where the distributions are found)."""
+    key = (group, tuple(sys.path))
+    if key not in _NAMES:
+        _NAMES[key] = sorted({point.name for point in entry_points(group=group)})
+    return list(_NAMES[key])
 
 
 def load_entry_point(group: str, name: str) -> Any:

@@ -40,13 +40,13 @@ from torch_geometric.loader import DataLoader
 from tqdm.auto import tqdm
 
 from prdnet import distributed
-from prdnet.checkpoint import checkpoint_path, file_digest, load_checkpoint, restore_rng, rng_state, save_checkpoint
+from prdnet.checkpoint import checkpoint_path, load_checkpoint, restore_rng, rng_state, save_checkpoint
 from prdnet.data.loader import make_loader, select_data
 from prdnet.data.recipes import graph_recipe_for
 from prdnet.data.shards import check_shard_recipe, read_shards
 from prdnet.data.splits import SPLIT_NAMES, read_split
 from prdnet.guards import DUMMY_MODEL, SanityThresholds, dummy_prediction, require_finite, sanity_flags
-from prdnet.io import atomic_path, read_parquet_metadata, write_json, write_parquet, write_text
+from prdnet.io import atomic_path, file_digest, read_parquet_metadata, write_json, write_parquet, write_text
 from prdnet.distributed import EpochBatchSampler, Process, launched_process
 from prdnet.metrics import primary_metric, task_metrics
 from prdnet.models.registry import atom_features_identity, build_model, count_parameters, resolve_spec

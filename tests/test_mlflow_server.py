@@ -10,14 +10,10 @@ Needs root and `apt-get install postgresql`; skipped elsewhere, a failure in CI 
 from __future__ import annotations
 
 import json
-import shutil
-import sys
-import tempfile
-from pathlib import Path
 
 import pytest
 
-from cluster.services import MlflowServer, require
+from cluster.services import running_mlflow_server
 from tiny_workflow import MP, snakemake, write_tiny_config
 
 pytestmark = pytest.mark.slow
@@ -29,17 +25,8 @@ ARTIFACTS = {"metrics.json", "history.csv", "predictions.parquet", "run.json"}
 
 @pytest.fixture(scope="module")
 def server():
-    require(("runuser",), postgres=True)
-    # outside pytest's 0700 tmp folders: the postgres user must reach its data folder
-    root = Path(tempfile.mkdtemp(prefix="prdnet-mlflow-"))
-    service = MlflowServer(root, str(Path(sys.executable).parent / "mlflow"))
-    try:
-        service.start_postgres()
-        service.start_server()
+    with running_mlflow_server("prdnet-mlflow-") as service:
         yield service
-    finally:
-        service.stop()
-        shutil.rmtree(root, ignore_errors=True)
 
 
 @pytest.fixture(scope="module")

@@ -8,16 +8,13 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
-import tempfile
 from collections import Counter
-from pathlib import Path
 
 import pytest
 
-from cluster.services import MlflowServer, require
+from cluster.services import running_mlflow_server
 from prdnet.tracking import CONTENT_HASH, RUN_KEY, content_hash
 from test_tracking import write_job
 
@@ -26,16 +23,8 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture(scope="module")
 def server():
-    require(("runuser",), postgres=True)
-    root = Path(tempfile.mkdtemp(prefix="prdnet-mlflow-concurrency-"))  # reachable by the postgres user
-    service = MlflowServer(root, str(Path(sys.executable).parent / "mlflow"))
-    try:
-        service.start_postgres()
-        service.start_server()
+    with running_mlflow_server("prdnet-mlflow-concurrency-") as service:
         yield service
-    finally:
-        service.stop()
-        shutil.rmtree(root, ignore_errors=True)
 
 
 def backend_uri(server):

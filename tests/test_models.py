@@ -113,6 +113,16 @@ def test_every_registered_backbone_is_tested_and_in_the_schema():
     assert all({"small", "paper"} <= set(presets) for presets in load_presets()["models"].values())
 
 
+def test_presets_are_read_once_per_file_version_and_each_caller_gets_its_own_copy(tmp_path):
+    path = tmp_path / "models.yaml"
+    path.write_text("models: {cgcnn: {small: {backbone: {channels: 8}}}}\n")
+    first = load_presets(path)
+    first["models"]["cgcnn"]["small"]["backbone"]["channels"] = 999  # the caller's copy only
+    assert load_presets(path)["models"]["cgcnn"]["small"]["backbone"]["channels"] == 8
+    path.write_text("models: {cgcnn: {small: {backbone: {channels: 16}}}}\n")  # an edit is a new version
+    assert load_presets(path)["models"]["cgcnn"]["small"]["backbone"]["channels"] == 16
+
+
 def test_diffraction_switch_plugs_the_module_into_any_backbone():
     for name, backbone in BACKBONES.items():
         assert build_model({"name": name, "diffraction": None}, "regression").diffraction is None

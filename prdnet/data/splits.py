@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 
 from prdnet.data.ids import normalise_id
-from prdnet.io import write_json, write_text
+from prdnet.io import write_text
 
 SPLIT_NAMES = ("train", "val", "test")
 TEST_FOLD_KINDS = ("matbench", "fold_column", "id_lists")

@@ -22,7 +22,10 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 SLURM_CONF = Path("/etc/slurm/slurm.conf")
@@ -376,6 +379,22 @@ class MlflowServer:
     def stop(self) -> None:
         self.stop_server()
         self.stop_postgres()
+
+
+@contextmanager
+def running_mlflow_server(prefix: str) -> Iterator[MlflowServer]:
+    """PostgreSQL and ``mlflow server`` in a fresh folder outside pytest's 0700 tmp folders (the
+    postgres user must reach its data folder); stopped and removed on exit."""
+    require(("runuser",), postgres=True)
+    root = Path(tempfile.mkdtemp(prefix=prefix))
+    service = MlflowServer(root, str(Path(sys.executable).parent / "mlflow"))
+    try:
+        service.start_postgres()
+        service.start_server()
+        yield service
+    finally:
+        service.stop()
+        shutil.rmtree(root, ignore_errors=True)
 
 
 def main(argv: list[str]) -> int:

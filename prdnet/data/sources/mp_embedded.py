@@ -7,7 +7,6 @@ The metal / non-metal label is ``band_gap == 0`` (1 = metal).
 
 from __future__ import annotations
 
-import hashlib
 import math
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,6 +14,7 @@ from typing import Any
 
 from prdnet.data.sources import Entry, SourceData, Task, register_source, structure_from_arrays
 from prdnet.data.sources.files import check_file, json_lines, parse_json_object
+from prdnet.io import file_digest
 
 TASKS = {
     "formation_energy": Task("formation_energy", "regression", "eV/atom", "PBE formation energy per atom", (-10.0, 10.0)),
@@ -68,15 +68,6 @@ def read_mp_embedded(path: str | Path, limit: int | None = None) -> Iterator[Ent
         if limit is not None and line_number > limit:
             return
         yield Entry(f"line-{line_number}", None, {}, parse_error=error) if record is None else parse_record(record, line_number)
-
-
-def file_digest(path: str | Path) -> str:
-    """SHA-256 of a file's bytes (the data version recorded with the shards)."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 @register_source("mp_2018_cgcnn36k", tasks=lambda options: list(TASKS))
