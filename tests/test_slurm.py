@@ -16,6 +16,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pandas as pd
@@ -64,9 +65,11 @@ def runs(cluster, tmp_path_factory, mp_embedded_path, matminer_data):
     """The same tiny config run locally and through the SLURM profile."""
     local = tmp_path_factory.mktemp("local")
     tiny_config(local, mp_embedded_path, matminer_data)
-    # the config asks for 1 GPU per job: the local run takes a (fake) device slot, as on a workstation
-    local_run = snakemake(local, timeout=300, env={"PRDNET_GPU_DEVICES": "0", "PRDNET_GPU_SLOTS_DIR": str(local / "slots")})
-    assert local_run.returncode == 0, local_run.stderr[-3000:]
+    # the config asks for 1 GPU per job: the local run takes a (fake) device slot, as on a
+    # workstation; it runs beside the cluster's run (which mostly waits on the scheduler)
+    local_run = ThreadPoolExecutor(1).submit(
+        snakemake, local, timeout=600, env={"PRDNET_GPU_DEVICES": "0", "PRDNET_GPU_SLOTS_DIR": str(local / "slots")}
+    )
 
     # the repository's profile, with this cluster's partition set where the profile documents it,
     # squeue as the status command (no accounting database) and short status intervals
@@ -77,8 +80,9 @@ def runs(cluster, tmp_path_factory, mp_embedded_path, matminer_data):
     (profile_dir / "config.yaml").write_text(yaml.safe_dump(profile))
     remote = tmp_path_factory.mktemp("slurm")
     tiny_config(remote, mp_embedded_path, matminer_data)
-    slurm_run = snakemake(remote, "--verbose", profile=profile_dir, env=cluster.env, timeout=420)
+    slurm_run = snakemake(remote, "--verbose", profile=profile_dir, env=cluster.env, timeout=600)
     (remote / "snakemake.out").write_text(slurm_run.stdout + slurm_run.stderr)
+    assert local_run.result().returncode == 0, local_run.result().stderr[-3000:]
     assert slurm_run.returncode == 0, (slurm_run.stdout + slurm_run.stderr)[-5000:]
     return local, remote, slurm_run.stdout + slurm_run.stderr
 
