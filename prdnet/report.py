@@ -26,12 +26,16 @@ NO_DIFFRACTION = "none"
 
 
 def collect_runs(run_dirs: list[Path]) -> pd.DataFrame:
-    """One row per finished job: its labels, primary metric value, all test metrics, unit."""
+    """One row per finished job: its labels, the registry model name and preset behind its variant
+    (``architecture``, ``preset``), primary metric value, all test metrics, unit."""
     rows = []
     for run_dir in run_dirs:
         metrics = json.loads((run_dir / "metrics.json").read_text())
-        tags = json.loads((run_dir / "run.json").read_text())["tags"]
+        run = json.loads((run_dir / "run.json").read_text())
+        tags, params = run["tags"], run["params"]
         row = {**{k: tags[k] for k in ("dataset", "task", "fold", "model", "diffraction", "ablation")}}
+        # the registry's model name and preset behind the config's variant name (``schnet_200ep`` → schnet)
+        row.update(architecture=params.get("model.name", tags["model"]), preset=params.get("model.preset", "—"))
         row["seed"] = int(tags.get("seed", 0))  # jobs from before the seed wildcard ran seed 0
         row.update(metric=metrics["metric"], unit=metrics["unit"], value=metrics[f"test_{metrics['metric']}"])
         row.update({k: v for k, v in metrics.items() if k.startswith("test_")})
@@ -134,6 +138,50 @@ def model_comparison_table(comparisons: pd.DataFrame) -> pd.DataFrame:
     }).reset_index(drop=True)  # fmt: skip
 
 
+RATIO_COLUMNS = ["task", "model", "ablation", "preset", "jobs", "flagged_jobs", "ours_mean", "ours_std",
+                 "published_model", "published_value", "ratio", "source"]
+
+
+def published_ratios(runs: pd.DataFrame, published: list[dict[str, Any]]) -> pd.DataFrame:
+    """Each of our variants beside the published score of the same model, and their ratio.
+
+    A published score names our model with ``ours`` (a registry name: ``cgcnn``, ``dummy``, ...);
+    it is compared with every variant (config name, ablation) whose jobs ran that model on the same
+    task, metric and unit, under the score's diffraction column (default none). Values are in the
+    table's unit (accuracy in %); ``ours_std`` is over folds and seeds (ddof 0) and
+    ratio = ours_mean / published_value (for an error, above 1 is worse than published);
+    ``flagged_jobs`` counts the jobs a sanity guard flagged (``⚠`` in the Markdown)."""
+    rows = []
+    for score in published:
+        if "ours" not in score:
+            continue
+        metric, unit = score.get("metric", "mae"), score.get("unit", "")
+        mask = ((runs["task"] == score["task"]) & (runs["architecture"] == score["ours"]) & (runs["metric"] == metric)
+                & (runs["unit"] == unit) & (runs["diffraction"] == score.get("diffraction", NO_DIFFRACTION)))  # fmt: skip
+        for (model, ablation, preset), jobs in runs[mask].groupby(["model", "ablation", "preset"], sort=True):
+            values = jobs["value"].to_numpy(dtype=float) * _scale(metric)
+            rows.append({
+                "task": score["task"], "model": model, "ablation": ablation, "preset": preset, "jobs": len(values),
+                "flagged_jobs": int(jobs["flags"].fillna("").astype(bool).sum()) if "flags" in jobs else 0,
+                "ours_mean": values.mean(), "ours_std": values.std(), "published_model": score["model"],
+                "published_value": float(score["value"]), "ratio": values.mean() / float(score["value"]),
+                "source": score.get("source", ""),
+            })  # fmt: skip
+    return pd.DataFrame(rows, columns=RATIO_COLUMNS)
+
+
+def ratio_table(ratios: pd.DataFrame) -> pd.DataFrame:
+    """:func:`published_ratios` as the Markdown shows it."""
+    return pd.DataFrame({
+        "task": ratios["task"], "model": ratios["model"], "ablation": ratios["ablation"], "preset": ratios["preset"],
+        "jobs": ratios["jobs"],
+        "ours": [_cell(m, s, n, "mae", flagged)  # values already in the table's unit
+                 for m, s, n, flagged in zip(ratios["ours_mean"], ratios["ours_std"], ratios["jobs"], ratios["flagged_jobs"])],
+        "published": [f"{m}: {v:.4g}" for m, v in zip(ratios["published_model"], ratios["published_value"])],
+        "ratio": [f"{r:.2f}" for r in ratios["ratio"]],
+    })  # fmt: skip
+
+
 def wide_table(summary: pd.DataFrame, published: list[dict[str, Any]], comparisons: pd.DataFrame | None = None) -> pd.DataFrame:
     """Rows: model variants then published scores; columns per task: without, +mode, Δ mode
     (with ``comparisons`` from :func:`paired_comparisons`: the paired Δ, its interval and p)."""
@@ -211,9 +259,16 @@ def flag_notes(runs: pd.DataFrame) -> list[str]:
             for r in flagged.sort_values(["task", "model", "fold"]).itertuples()]  # fmt: skip
 
 
+RATIO_NOTE = ("ratio = our mean / the published value, for the published score that names our model (`ours:` in "
+              "the scores file); the published protocol (folds, epochs, splits) is its source's, ours is the "
+              "configuration's.")
+
+
 def write_tables(dataset: str, run_dirs: list[Path], published_path: str | Path | None, out_prefix: Path) -> pd.DataFrame:
     """Write ``<prefix>.md``, ``<prefix>.csv`` (the wide table), ``<prefix>_runs.csv`` (every job) and
-    ``<prefix>_paired.csv`` (every paired comparison: :func:`paired_comparisons`)."""
+    ``<prefix>_paired.csv`` (every paired comparison: :func:`paired_comparisons`) and
+    ``<prefix>_published.csv`` (:func:`published_ratios`; only its header where no published score
+    names one of the models that ran)."""
     runs = collect_runs(run_dirs)
     summary = summarise(runs)
     published = load_published(published_path, dataset)
@@ -232,12 +287,17 @@ def write_tables(dataset: str, run_dirs: list[Path], published_path: str | Path 
         *[f"{s['model']} (published): {s['source']}" for s in published],
     ]
     text = markdown(table, f"{dataset}: test scores", notes)
+    ratios = published_ratios(runs, published)
+    if not ratios.empty:
+        text += "\n" + markdown(ratio_table(ratios), "Ours against published", [RATIO_NOTE]).replace("# ", "## ", 1)
     models = model_comparison_table(comparisons)
     if not models.empty:
         text += "\n" + markdown(models, "Model against model (paired by fold and seed)", [METHOD_NOTE]).replace("# ", "## ", 1)
     write_text(out_prefix.with_suffix(".md"), text)
     with atomic_path(out_prefix.parent / f"{out_prefix.name}_paired.csv") as temporary:
         comparisons.to_csv(temporary, index=False)
+    with atomic_path(out_prefix.parent / f"{out_prefix.name}_published.csv") as temporary:
+        ratios.to_csv(temporary, index=False)
     with atomic_path(out_prefix.with_suffix(".csv")) as temporary:
         table.to_csv(temporary, index=False)
     with atomic_path(out_prefix.parent / f"{out_prefix.name}_runs.csv") as temporary:

@@ -152,7 +152,7 @@ def tracked_model(wildcards):
     """The resolved model spec of a job (preset of config/models.yaml, overrides, diffraction and
     ablation): a train param, so editing a preset re-runs exactly the jobs that use it."""
     spec = model_spec(wildcards)
-    return json.dumps(spec if spec["name"] == DUMMY_MODEL else resolve_spec(spec), sort_keys=True)
+    return json.dumps(spec if spec["name"] == DUMMY_MODEL else resolve_spec(spec, MODEL_PRESETS), sort_keys=True)
 
 
 def present(*paths):

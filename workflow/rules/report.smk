@@ -6,7 +6,8 @@ localrules:
 
 
 rule aggregate:
-    """One table per dataset: model variants × tasks, with and without diffraction (paired Δ, CI, p), published scores."""
+    """One table per dataset: model variants × tasks, with and without diffraction (paired Δ, CI, p),
+    published scores, and our ratio to the published score of the same model."""
     input:
         metrics=lambda w: [f"{run_dir(job)}/metrics.json" for job in training_jobs(w.dataset)],
         runs=lambda w: [f"{run_dir(job)}/run.json" for job in training_jobs(w.dataset)],
@@ -16,6 +17,7 @@ rule aggregate:
         csv=f"{RESULTS}/tables/{{dataset}}.csv",
         runs=f"{RESULTS}/tables/{{dataset}}_runs.csv",
         paired=f"{RESULTS}/tables/{{dataset}}_paired.csv",
+        ratios=f"{RESULTS}/tables/{{dataset}}_published.csv",
     params:
         published=f"--published {config['published_scores']}" if config.get("published_scores") else "",  # an input too
         prefix=lambda w: f"{RESULTS}/tables/{w.dataset}",
