@@ -45,9 +45,9 @@ def collect_runs(run_dirs: list[Path]) -> pd.DataFrame:
 
 
 def summarise(runs: pd.DataFrame) -> pd.DataFrame:
-    """Mean, std (ddof 0) and job count (folds × seeds) of the primary metric per (task, model,
-    ablation, diffraction)."""
-    keys = ["dataset", "task", "model", "ablation", "diffraction", "metric", "unit"]
+    """Mean, std (ddof 0), job count (folds × seeds) and flagged-job count of the primary metric per
+    (task, model, ablation, diffraction); a variant's architecture and preset ride along."""
+    keys = ["dataset", "task", "model", "architecture", "preset", "ablation", "diffraction", "metric", "unit"]
     flagged = runs.assign(flagged=runs["flags"].fillna("").astype(bool) if "flags" in runs else False)
     grouped = flagged.groupby(keys, sort=True)
     summary = grouped["value"].agg(mean="mean", std=lambda v: float(np.std(v)), n_folds="count")
@@ -142,29 +142,29 @@ RATIO_COLUMNS = ["task", "model", "ablation", "preset", "jobs", "flagged_jobs", 
                  "published_model", "published_value", "ratio", "source"]
 
 
-def published_ratios(runs: pd.DataFrame, published: list[dict[str, Any]]) -> pd.DataFrame:
+def published_ratios(summary: pd.DataFrame, published: list[dict[str, Any]]) -> pd.DataFrame:
     """Each of our variants beside the published score of the same model, and their ratio.
 
     A published score names our model with ``ours`` (a registry name: ``cgcnn``, ``dummy``, ...);
-    it is compared with every variant (config name, ablation) whose jobs ran that model on the same
-    task, metric and unit, under the score's diffraction column (default none). Values are in the
-    table's unit (accuracy in %); ``ours_std`` is over folds and seeds (ddof 0) and
-    ratio = ours_mean / published_value (for an error, above 1 is worse than published);
-    ``flagged_jobs`` counts the jobs a sanity guard flagged (``⚠`` in the Markdown)."""
+    it is compared with every variant of :func:`summarise` (config name, ablation) that ran that
+    model on the same task, metric and unit, under the score's diffraction column (default none).
+    Values are in the table's unit (accuracy in %); ratio = ours_mean / published_value (for an
+    error, above 1 is worse than published); ``flagged_jobs`` counts the jobs a sanity guard
+    flagged (``⚠`` in the Markdown)."""
     rows = []
     for score in published:
         if "ours" not in score:
             continue
         metric, unit = score.get("metric", "mae"), score.get("unit", "")
-        mask = ((runs["task"] == score["task"]) & (runs["architecture"] == score["ours"]) & (runs["metric"] == metric)
-                & (runs["unit"] == unit) & (runs["diffraction"] == score.get("diffraction", NO_DIFFRACTION)))  # fmt: skip
-        for (model, ablation, preset), jobs in runs[mask].groupby(["model", "ablation", "preset"], sort=True):
-            values = jobs["value"].to_numpy(dtype=float) * _scale(metric)
+        mask = ((summary["task"] == score["task"]) & (summary["architecture"] == score["ours"])
+                & (summary["metric"] == metric) & (summary["unit"] == unit)
+                & (summary["diffraction"] == score.get("diffraction", NO_DIFFRACTION)))  # fmt: skip
+        for r in summary[mask].itertuples():
+            mean, value = r.mean * _scale(metric), float(score["value"])
             rows.append({
-                "task": score["task"], "model": model, "ablation": ablation, "preset": preset, "jobs": len(values),
-                "flagged_jobs": int(jobs["flags"].fillna("").astype(bool).sum()) if "flags" in jobs else 0,
-                "ours_mean": values.mean(), "ours_std": values.std(), "published_model": score["model"],
-                "published_value": float(score["value"]), "ratio": values.mean() / float(score["value"]),
+                "task": r.task, "model": r.model, "ablation": r.ablation, "preset": r.preset, "jobs": r.n_folds,
+                "flagged_jobs": r.n_flagged, "ours_mean": mean, "ours_std": r.std * _scale(metric),
+                "published_model": score["model"], "published_value": value, "ratio": mean / value,
                 "source": score.get("source", ""),
             })  # fmt: skip
     return pd.DataFrame(rows, columns=RATIO_COLUMNS)
@@ -287,7 +287,7 @@ def write_tables(dataset: str, run_dirs: list[Path], published_path: str | Path 
         *[f"{s['model']} (published): {s['source']}" for s in published],
     ]
     text = markdown(table, f"{dataset}: test scores", notes)
-    ratios = published_ratios(runs, published)
+    ratios = published_ratios(summary, published)
     if not ratios.empty:
         text += "\n" + markdown(ratio_table(ratios), "Ours against published", [RATIO_NOTE]).replace("# ", "## ", 1)
     models = model_comparison_table(comparisons)
