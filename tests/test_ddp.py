@@ -15,6 +15,8 @@ import pytest
 from prdnet.distributed import EpochBatchSampler
 from training_jobs import build_dataset, outputs, run, start, train_arguments, wait_for_line
 
+pytestmark = [pytest.mark.workflow]
+
 PROCESSES = 2
 # SchNet with the paper's diffraction plug-in: no batch statistics in training mode, so each
 # crystal's output does not depend on the rest of its batch. Models with BatchNorm (PRDNet, CGCNN,

@@ -71,6 +71,7 @@ def test_a_job_asking_for_more_gpus_than_the_machine_has_is_refused(tmp_path):
     assert run.returncode != 0 and "asks for 3 GPU(s) but this machine has 2" in run.stderr
 
 
+@pytest.mark.workflow
 def test_snakemake_runs_at_most_n_gpu_jobs_each_on_its_own_device(tmp_path):
     (tmp_path / "record.py").write_text(RECORD)
     (tmp_path / "Snakefile").write_text(textwrap.dedent(f"""\

@@ -117,6 +117,7 @@ window.addEventListener('load', () => {
 </script>"""
 
 
+@pytest.mark.service
 def test_headless_chromium_renders_every_image_and_table(report, tmp_path):
     browser = chromium()
     out, n_jobs = report
@@ -134,6 +135,7 @@ def test_headless_chromium_renders_every_image_and_table(report, tmp_path):
     assert seen["sections"] == ["tiny_matbench", "tiny_mp", "audit", "provenance"]
 
 
+@pytest.mark.workflow
 def test_the_workflow_has_a_report_rule_outside_all(tmp_path, mp_embedded_path, matminer_data):
     from tiny_workflow import write_tiny_config
 

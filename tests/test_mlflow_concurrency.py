@@ -10,10 +10,13 @@ import sys
 from collections import Counter
 
 import mlflow
+import pytest
 from mlflow.entities import RunTag, ViewType
 
 from prdnet.tracking import CONTENT_HASH, RUN_KEY, content_hash, default_tracking_uri, import_runs
 from test_tracking import write_job
+
+pytestmark = [pytest.mark.workflow]
 
 
 def make_jobs(results, n):

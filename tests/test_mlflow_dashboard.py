@@ -15,7 +15,7 @@ import urllib.request
 import mlflow
 import pytest
 
-from cluster.services import free_port
+from cluster.services import WITHOUT_JOB_EXECUTION, free_port
 from prdnet.tracking import default_tracking_uri, import_runs
 from test_tracking import write_job
 
@@ -66,6 +66,7 @@ def test_the_jobs_data_is_a_dataset_input(imported):
     assert {tag.key: tag.value for tag in dataset_input.tags} == {"mlflow.data.context": "training"}
 
 
+@pytest.mark.service
 def test_mlflow_ui_serves_the_artifacts_from_the_results_folder(imported, tmp_path):
     results, ledger = imported
     moved = tmp_path / "elsewhere"
@@ -73,7 +74,8 @@ def test_mlflow_ui_serves_the_artifacts_from_the_results_folder(imported, tmp_pa
     port = free_port()
     command = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", f"sqlite:///{moved}/mlflow.db",
                "--artifacts-destination", str(moved / "mlflow-artifacts"), "--host", "127.0.0.1", "--port", str(port), "--workers", "1"]  # fmt: skip
-    server = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    server = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+                              env={**os.environ, **WITHOUT_JOB_EXECUTION})  # fmt: skip
     try:
         deadline = time.monotonic() + 120
         while True:

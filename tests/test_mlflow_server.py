@@ -16,7 +16,7 @@ import pytest
 from cluster.services import running_mlflow_server
 from tiny_workflow import MP, snakemake, write_tiny_config
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.service, pytest.mark.workflow]
 
 JOBS = 5  # band_gap × fold0 × {prdnet, cgcnn} × {none, paper}, and the Dummy
 TAGS = ("dataset", "task", "fold", "model", "diffraction", "ablation", "git_commit", "prdnet.run_key", "prdnet.content_hash")

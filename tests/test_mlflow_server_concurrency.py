@@ -18,7 +18,7 @@ from cluster.services import running_mlflow_server
 from prdnet.tracking import CONTENT_HASH, RUN_KEY, content_hash
 from test_tracking import write_job
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.service, pytest.mark.workflow]
 
 
 @pytest.fixture(scope="module")

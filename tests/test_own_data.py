@@ -182,6 +182,7 @@ def test_a_task_without_a_targets_entry_is_a_config_error():
         validate_config(config)
 
 
+@pytest.mark.workflow
 def test_each_format_trains_through_the_workflow(tmp_path):
     (tmp_path / "config.yaml").write_text(yaml.safe_dump(own_data_config()))
     run = snakemake(tmp_path)

@@ -87,6 +87,7 @@ def job_counts(stdout: str) -> dict[str, int]:
     return counts
 
 
+@pytest.mark.workflow
 def test_paper_plan_has_every_tables_jobs_offline(tmp_path):
     plan = dry_run(tmp_path, offline_env(MP_API_KEY="dummy-key-for-planning"))
     assert plan.returncode == 0, plan.stderr[-3000:]
@@ -96,6 +97,7 @@ def test_paper_plan_has_every_tables_jobs_offline(tmp_path):
     assert not (tmp_path / "resources").exists() and not (tmp_path / "results").exists()
 
 
+@pytest.mark.workflow
 def test_paper_plan_without_mp_api_key_stops_before_any_job(tmp_path):
     plan = dry_run(tmp_path, offline_env())
     assert plan.returncode != 0
@@ -116,6 +118,7 @@ def test_paper_config_is_valid_and_matformer_split_is_checked():
         validate_config(broken)
 
 
+@pytest.mark.workflow
 def test_the_key_is_in_no_rule_params_or_shell_command(tmp_path):
     bin_dir = Path(sys.executable).parent
     key = "secret-key-must-not-leak-42"

@@ -19,6 +19,8 @@ from prdnet.train import TrainingConfig, TrainingJob, run_training, training_ide
 from training_jobs import (LABELS, RECIPE, TASK, TINY_PRDNET, build_dataset, interrupt_after, outputs, run,
                            train_command)  # fmt: skip
 
+pytestmark = [pytest.mark.workflow]
+
 
 @pytest.fixture(scope="module")
 def dataset(mp_embedded_path, tmp_path_factory):

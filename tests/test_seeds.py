@@ -42,6 +42,7 @@ def test_a_config_gives_exactly_one_of_seed_and_seeds():
         validate_config(empty)
 
 
+@pytest.mark.workflow
 def test_the_plan_has_one_training_job_per_seed(tmp_path, mp_embedded_path, matminer_data):
     config = write_tiny_config(tmp_path, mp_embedded_path, matminer_data, datasets=(MP, JDFT2D), tasks=None)
     config["training"].pop("seed")

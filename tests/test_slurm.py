@@ -26,7 +26,10 @@ import yaml
 from cluster.services import SLURM_BINARIES, SlurmCluster, require
 from tiny_workflow import MP, PROFILES, ROOT, snakemake, write_tiny_config
 
-pytestmark = pytest.mark.slow
+# slow: a real SLURM cluster runs the tiny workflow and a job past its time limit. SLURM counts
+# limits in whole minutes and the profile's status checks poll: the time-limit test needs a first
+# 2-minute submission and a resubmission, the profile test every rule's job through the scheduler.
+pytestmark = [pytest.mark.slow, pytest.mark.service, pytest.mark.workflow]
 
 TRAIN_JOBS = 4  # band_gap × fold0 × {prdnet, cgcnn} × {none, paper}
 DUMMY_JOBS = 1  # the Dummy of band_gap × fold0: no GPU
@@ -233,6 +236,10 @@ def test_a_job_longer_than_its_time_limit_is_stopped_and_completes_after_resubmi
     (profile_dir / "config.yaml").write_text(yaml.safe_dump(profile))
     local, remote = tmp_path_factory.mktemp("local-long"), tmp_path_factory.mktemp("slurm-long")
     config(local, epochs), config(remote, epochs)
+    # the data steps run here first (their SLURM submission is the profile test's above): the cluster
+    # gets the training job alone, not three more rules' worth of polling
+    data_steps = snakemake(remote, "--until", "featurize", "split", timeout=300)
+    assert data_steps.returncode == 0, data_steps.stderr[-3000:]
 
     # the reference (the same job on the local profile, no limit) runs while the cluster works: one
     # process per core, so the SLURM job runs no faster than measured, the safe side
@@ -250,7 +257,9 @@ def test_a_job_longer_than_its_time_limit_is_stopped_and_completes_after_resubmi
     assert slurm_run.returncode == 0, (slurm_run.stdout + slurm_run.stderr)[-5000:]
 
     run = "mp_2018_cgcnn36k/runs/band_gap/fold0/prdnet/none/default/seed0"
-    calls = [call for call in sbatch_calls(slurm_run.stdout + slurm_run.stderr)["train"] if "_prdnet_none_" in call]
+    submitted = sbatch_calls(slurm_run.stdout + slurm_run.stderr)
+    assert set(submitted) == {"train"}, sorted(submitted)  # the data steps were done
+    calls = [call for call in submitted["train"] if "_prdnet_none_" in call]
     assert len(calls) >= 2, f"the {epochs}-epoch job was not resubmitted: {calls}"
     limits = [int(re.search(r" -t (\d+)", call).group(1)) for call in calls]
     assert limits == [FIRST_LIMIT_MINUTES] + [LATER_LIMIT_MINUTES] * (len(calls) - 1), limits

@@ -106,6 +106,7 @@ def test_cuda_on_a_machine_without_it_is_an_error(config):
     ],
     ids=["missing-file", "misspelled-task", "cuda"],
 )
+@pytest.mark.workflow
 def test_the_workflow_stops_before_any_job(config, tmp_path, change, message):
     if "CUDA" in message and torch.cuda.is_available():
         pytest.skip("this machine has CUDA")
@@ -117,6 +118,7 @@ def test_the_workflow_stops_before_any_job(config, tmp_path, change, message):
     assert not (tmp_path / "results").exists() and "Finished job" not in output
 
 
+@pytest.mark.workflow
 def test_a_dry_run_plans_without_the_data(config, tmp_path):
     config["datasets"][MP]["path"] = "missing.jsonl.gz"
     (tmp_path / "config.yaml").write_text(yaml.safe_dump(config))

@@ -20,6 +20,8 @@ import yaml
 from test_own_data import DATASETS, FIXTURES, own_data_config
 from tiny_workflow import ROOT
 
+pytestmark = [pytest.mark.workflow]
+
 COPIED = ["Snakefile", "workflow", "config", "prdnet", "pyproject.toml"]
 
 

@@ -10,6 +10,12 @@ import yaml
 
 from tiny_workflow import snakemake, write_tiny_config
 
+# slow: the first test pays the tiny workflow's one run (40 training jobs: 3 MP tasks and the 5
+# official jdft2d folds, 4 variants each, and the Dummy), which every test here reads or edits. It
+# cannot be cheaper without losing a promise: the MatBench file needs all 5 folds, the tables every
+# variant; each job is one process that imports torch and torch_geometric (seconds each).
+pytestmark = [pytest.mark.slow, pytest.mark.workflow]
+
 
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory, mp_embedded_path, matminer_data):
