@@ -12,7 +12,7 @@ STAMP := $(VENV)/.installed
 
 # pytest-xdist workers of `make test` (tests/conftest.py orders the modules, slowest first). Three on
 # 2 cores: the SLURM module's worker mostly waits on the scheduler's polling, and a third worker fills
-# that idle core (the whole suite on 2 cores: 943 s with 2 workers, 855 s with 3, same machine).
+# that idle core.
 TEST_WORKERS ?= 3
 # the unit tests: no workflow run, no service, no network (markers in pyproject.toml)
 UNIT_TESTS := not slow and not workflow and not service and not network

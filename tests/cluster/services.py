@@ -41,8 +41,7 @@ HOW_TO_RUN = (
 
 # MLflow 3's server also starts a job runner and six huey consumers (GenAI jobs: scorers, trace
 # roll-ups) that the tracking and artifact API the workflow uses does not need; each imports mlflow,
-# and a start took 15 s with them, 6 s without (measured here). The tracking server the tests talk
-# to is the same without them.
+# which slows every start. The tracking server the tests talk to is the same without them.
 WITHOUT_JOB_EXECUTION = {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
 
 
