@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import mark_needed
+from conftest import mark_needed, pytest_collection_modifyitems
 
 BIN = Path(sys.executable).parent
 
@@ -52,3 +52,23 @@ def test_make_test_fast_deselects_every_mark_that_runs_more_than_units():
     makefile = (Path(__file__).resolve().parent.parent / "Makefile").read_text()
     assert 'UNIT_TESTS := not slow and not workflow and not service and not network' in makefile
     assert '-m "$(UNIT_TESTS)"' in makefile.split("test-fast:")[1].split("\n\n")[0]
+
+
+class FakeItem:
+    """What the ordering reads of a collected test: its node id and marks."""
+
+    def __init__(self, nodeid: str, *marks: str):
+        self.nodeid, self.marks, self.keywords = nodeid, [getattr(pytest.mark, m).mark for m in marks], {}
+
+    def iter_markers(self):
+        return iter(self.marks)
+
+
+def test_make_test_starts_slow_then_service_then_workflow_modules_and_keeps_file_order_within():
+    items = [FakeItem("tests/test_a.py::test_unit"), FakeItem("tests/test_b.py::test_dry_run", "workflow"),
+             FakeItem("tests/test_b.py::test_unit"), FakeItem("tests/test_c.py::test_browser", "service"),
+             FakeItem("tests/test_d.py::test_cluster", "slow", "service", "workflow"), FakeItem("tests/test_e.py::test_unit")]  # fmt: skip
+    pytest_collection_modifyitems(None, items)
+    assert [item.nodeid for item in items] == [
+        "tests/test_d.py::test_cluster", "tests/test_c.py::test_browser", "tests/test_b.py::test_dry_run",
+        "tests/test_b.py::test_unit", "tests/test_a.py::test_unit", "tests/test_e.py::test_unit"]  # fmt: skip
