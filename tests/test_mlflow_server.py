@@ -38,7 +38,7 @@ def workdir(server, tmp_path_factory, mp_embedded_path, matminer_data):
 
 
 def run(workdir, server, *extra):
-    result = snakemake(workdir, *extra, env={"MLFLOW_TRACKING_URI": server.uri}, timeout=300)
+    result = snakemake(workdir, *extra, env={"MLFLOW_TRACKING_URI": server.uri}, timeout=900)
     return result, result.stdout + result.stderr
 
 

@@ -71,7 +71,7 @@ def runs(cluster, tmp_path_factory, mp_embedded_path, matminer_data):
     # the config asks for 1 GPU per job: the local run takes a (fake) device slot, as on a
     # workstation; it runs beside the cluster's run (which mostly waits on the scheduler)
     local_run = ThreadPoolExecutor(1).submit(
-        snakemake, local, timeout=600, env={"PRDNET_GPU_DEVICES": "0", "PRDNET_GPU_SLOTS_DIR": str(local / "slots")}
+        snakemake, local, timeout=1200, env={"PRDNET_GPU_DEVICES": "0", "PRDNET_GPU_SLOTS_DIR": str(local / "slots")}
     )
 
     # the repository's profile, with this cluster's partition set where the profile documents it,
@@ -83,7 +83,7 @@ def runs(cluster, tmp_path_factory, mp_embedded_path, matminer_data):
     (profile_dir / "config.yaml").write_text(yaml.safe_dump(profile))
     remote = tmp_path_factory.mktemp("slurm")
     tiny_config(remote, mp_embedded_path, matminer_data)
-    slurm_run = snakemake(remote, "--verbose", profile=profile_dir, env=cluster.env, timeout=600)
+    slurm_run = snakemake(remote, "--verbose", profile=profile_dir, env=cluster.env, timeout=1200)
     (remote / "snakemake.out").write_text(slurm_run.stdout + slurm_run.stderr)
     assert local_run.result().returncode == 0, local_run.result().stderr[-3000:]
     assert slurm_run.returncode == 0, (slurm_run.stdout + slurm_run.stderr)[-5000:]

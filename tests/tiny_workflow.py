@@ -71,10 +71,11 @@ def snakemake(
     *extra: str,
     profile: str | Path = "local",
     env: dict[str, str] | None = None,
-    timeout: float = 600,
+    timeout: float = 1800,
 ) -> subprocess.CompletedProcess:
     """Run the workflow in ``workdir`` with ``workdir/config.yaml`` and a profile (a name in
-    workflow/profiles, or a folder)."""
+    workflow/profiles, or a folder). ``timeout`` only guards against a hang: under `make test`'s
+    parallel workers a run takes several times as long as alone, and CI's machine is slower still."""
     bin_dir = Path(sys.executable).parent
     environment = {**os.environ, **(env or {})}
     environment["PATH"] = f"{bin_dir}{os.pathsep}{environment['PATH']}"
