@@ -43,7 +43,7 @@ def cluster():
     root = Path(tempfile.mkdtemp(prefix="prdnet-slurm-"))
     slurm = SlurmCluster(root)
     try:
-        slurm.start(timeout=60)
+        slurm.start(timeout=180)  # the other workers load both cores meanwhile
         yield slurm
     finally:
         slurm.stop()
