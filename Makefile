@@ -14,6 +14,7 @@ STAMP := $(VENV)/.installed
 # 2 cores: the SLURM module's worker mostly waits on the scheduler's polling, and a third worker fills
 # that idle core.
 TEST_WORKERS ?= 3
+PYTEST = PATH="$(BIN):$$PATH" $(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadscope
 # the unit tests: no workflow run, no service, no network (markers in pyproject.toml)
 UNIT_TESTS := not slow and not workflow and not service and not network
 
@@ -47,13 +48,13 @@ plan-paper: $(STAMP)
 	MP_API_KEY="$${MP_API_KEY:-not-needed-for-a-plan}" PATH="$(BIN):$$PATH" $(BIN)/snakemake --profile workflow/profiles/local --configfile config/paper.yaml --dry-run --quiet rules
 
 test: $(STAMP)
-	PATH="$(BIN):$$PATH" $(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadscope $(PYTEST_ARGS)
+	$(PYTEST) $(PYTEST_ARGS)
 
 # The inner loop: the unit tests alone, a few minutes.
 test-fast: $(STAMP)
-	PATH="$(BIN):$$PATH" $(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadscope -m "$(UNIT_TESTS)" $(PYTEST_ARGS)
+	$(PYTEST) -m "$(UNIT_TESTS)" $(PYTEST_ARGS)
 
 # Line coverage of prdnet/ by the whole suite (the tests' own process; jobs they start as
 # subprocesses are not counted).
 coverage: $(STAMP)
-	PATH="$(BIN):$$PATH" $(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadscope --cov=prdnet --cov-report=term $(PYTEST_ARGS)
+	$(PYTEST) --cov=prdnet --cov-report=term $(PYTEST_ARGS)

@@ -17,9 +17,9 @@ MP_EMBEDDED = SHARED_DATA / "mp" / "mp_2018_cgcnn36k.jsonl.gz"
 MATMINER_DATA = SHARED_DATA / "matminer"
 
 
-# Modules in this order: `make test` runs them on two workers (pytest-xdist, --dist loadscope: a
-# module runs whole on one worker, so its module-scoped workflow run or service starts once), and
-# the longest must start first for both workers to finish together. Within a rank, file order.
+# Modules in this order: `make test` runs them on TEST_WORKERS workers (pytest-xdist, --dist
+# loadscope: a module runs whole on one worker, so its module-scoped workflow run or service starts
+# once), and the longest must start first for the workers to finish together. Within a rank, file order.
 FIRST = ("slow", "service", "workflow")
 
 
@@ -93,8 +93,8 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
 
 @pytest.fixture(scope="session", autouse=True)
 def torch_one_thread_per_worker() -> None:
-    """Under pytest-xdist each worker is one process on one core: torch on one thread there, as
-    the training jobs run (OMP_NUM_THREADS=threads), instead of two workers fighting over both cores."""
+    """Under pytest-xdist each worker is one process: torch on one thread there, as the training
+    jobs run (OMP_NUM_THREADS=threads), instead of every worker's threads fighting over the cores."""
     if os.environ.get("PYTEST_XDIST_WORKER"):
         import torch
 
