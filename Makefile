@@ -18,7 +18,7 @@ PYTEST = PATH="$(BIN):$$PATH" $(BIN)/python -m pytest -n $(TEST_WORKERS) --dist 
 # the unit tests: no workflow run, no service, no network (markers in pyproject.toml)
 UNIT_TESTS := not slow and not workflow and not service and not network
 
-.PHONY: run test test-fast coverage env dry-run plan-paper clean-results report
+.PHONY: run test test-fast coverage env dry-run plan-paper clean-results report gpu-check
 
 env: $(STAMP)
 
@@ -44,6 +44,11 @@ dry-run: $(STAMP)
 
 # The paper's whole reproduction (config/paper.yaml), planned offline: jobs per rule. Nothing runs,
 # so a placeholder stands in for MP_API_KEY when it is not set (the real run needs the real key).
+# On a GPU machine: every GPU figure and check in one call (benchmarks/gpu_check.py), at most 8
+# minutes; without CUDA, one line and exit 0.
+gpu-check: $(STAMP)
+	PYTHON=$(BIN)/python bash benchmarks/gpu_check.sh
+
 plan-paper: $(STAMP)
 	MP_API_KEY="$${MP_API_KEY:-not-needed-for-a-plan}" PATH="$(BIN):$$PATH" $(BIN)/snakemake --profile workflow/profiles/local --configfile config/paper.yaml --dry-run --quiet rules
 

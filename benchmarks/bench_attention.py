@@ -8,10 +8,13 @@ in its own process (so its peak resident memory, ``ru_maxrss``, is its own), bes
 process that loads the same batch and builds no model; memory is reported above the bare one.
 Configurations are interleaved: each round starts one process per configuration in turn, which
 does a warm-up pass and then one timed pass (training mode, loss = mean squared prediction);
-the table shows the best round. Predictions of the timed pass (same seed, same weights) are
+the table shows the median over the rounds and its spread, and the ratio to Matformer is the
+median of the ratios within each round. Every round, the command, commit, CPU, threads and the
+load average before and after go to ``benchmarks/results/attention.json`` (:mod:`record`).
+Predictions of the timed pass (same seed, same weights) are
 compared between before and after: largest |after − before| / largest |before|.
 
-    python benchmarks/bench_attention.py                          # batch of 16, 2 rounds
+    python benchmarks/bench_attention.py                          # batch of 16, 3 rounds
     python benchmarks/bench_attention.py --batch-size 64 --rounds 3
     python benchmarks/bench_attention.py --configs paper:before paper:after matformer
 """
@@ -29,6 +32,9 @@ from pathlib import Path
 
 import torch
 from torch_geometric.data import Batch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from record import Recording, spread  # noqa: E402
 
 CONFIGS = (
     "bare",
@@ -115,14 +121,64 @@ def relative_difference(after: Path, before: Path) -> float:
     return float((new - old).abs().max() / old.abs().max())
 
 
+def summarise(configs: list[str], rounds: list[list[dict]]) -> dict:
+    """Per configuration: median seconds and their spread over the rounds, × Matformer (the
+    median of the per-round ratios: both timed in the same round), peak RSS above the bare
+    process (medians), and the predictions' largest relative difference against ``:before``."""
+    by_config = {c: [next(run for run in round_ if run["config"] == c) for round_ in rounds] for c in configs}
+    bare = spread([run["peak_rss_mib"] for run in by_config["bare"]])["median"]
+    figures: dict = {"bare_peak_rss_mib": bare, "configs": {}}
+    for config in configs:
+        if config == "bare":
+            continue
+        runs = by_config[config]
+        row = {
+            "atoms": runs[0]["atoms"],
+            "edges": runs[0]["edges"],
+            "parameters": runs[0]["parameters"],
+            "seconds": spread([run["seconds"] for run in runs]),
+            "peak_rss_above_bare_mib": spread([run["peak_rss_mib"] - bare for run in runs]),
+        }
+        if "matformer" in by_config:
+            row["x_matformer"] = spread([run["seconds"] / m["seconds"] for run, m in zip(runs, by_config["matformer"])])
+        before = config.split(":")[0] + ":before" if ":" in config else None
+        if before in by_config and before != config:
+            row["x_faster_than_before"] = spread(
+                [b["seconds"] / run["seconds"] for run, b in zip(runs, by_config[before])]
+            )
+            row["max_relative_difference_vs_before"] = max(
+                relative_difference(run["prediction"], b["prediction"]) for run, b in zip(runs, by_config[before])
+            )
+        figures["configs"][config] = row
+    return figures
+
+
+def print_table(figures: dict, args: argparse.Namespace) -> None:
+    print(f"## PRDNet attention, forward + backward, batch of {args.batch_size} embedded crystals, "
+          f"{args.threads} thread(s), median of {args.rounds} rounds (spread = (max − min) / median)\n")
+    print(f"bare process: {figures['bare_peak_rss_mib']:.0f} MiB peak RSS\n")
+    print("| configuration | atoms | edges | parameters | seconds | spread | × Matformer | × faster than before "
+          "| peak RSS − bare (MiB) | max rel. diff. vs before |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    for config, row in figures["configs"].items():
+        versus = f"{row['x_matformer']['median']:.2f}" if "x_matformer" in row else "–"
+        faster = f"{row['x_faster_than_before']['median']:.2f}" if "x_faster_than_before" in row else "–"
+        difference = f"{row['max_relative_difference_vs_before']:.1e}" if "max_relative_difference_vs_before" in row \
+            else "–"
+        print(f"| {config} | {row['atoms']} | {row['edges']:,} | {row['parameters']:,} | "
+              f"{row['seconds']['median']:.2f} | {100 * row['seconds']['spread']:.0f}% | {versus} | {faster} | "
+              f"{row['peak_rss_above_bare_mib']['median']:.0f} | {difference} |")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--configs", nargs="+", default=list(CONFIGS), choices=CONFIGS, metavar="CONFIG")
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--max-atoms", type=int, default=200)
     parser.add_argument("--pool", type=int, default=2000, help="crystals are drawn from the first POOL of the file")
-    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--results", help="JSON file to write (default: benchmarks/results/attention.json)")
     parser.add_argument("--worker", choices=CONFIGS, help=argparse.SUPPRESS)
     parser.add_argument("--prediction-file", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -130,37 +186,17 @@ def main() -> None:
         print(json.dumps(worker(args.worker, args)))
         return
     configs = list(dict.fromkeys(["bare", *args.configs]))
+    recording = Recording("attention", args.threads, args.results)
+    recording.start()
     with tempfile.TemporaryDirectory() as folder:
         rounds = [[run_worker(c, args, Path(folder), r) for c in configs] for r in range(args.rounds)]
-        best = {}
-        for config in configs:
-            runs = [next(run for run in round_ if run["config"] == config) for round_ in rounds]
-            best[config] = min(runs, key=lambda run: run.get("seconds", 0.0))
-            best[config]["peak_rss_mib"] = min(run["peak_rss_mib"] for run in runs)
-        bare = best["bare"]["peak_rss_mib"]
-        matformer = best.get("matformer", {}).get("seconds")
-        print(f"## PRDNet attention, forward + backward, batch of {args.batch_size} embedded crystals "
-              f"({best['bare']['atoms']} atoms), {args.threads} thread(s), best of {args.rounds} rounds\n")
-        print(f"bare process: {bare:.0f} MiB peak RSS\n")
-        print("| configuration | edges | parameters | seconds | × before | × Matformer | peak RSS − bare (MiB) "
-              "| × before | max rel. diff. of predictions vs before |")
-        print("|---|---|---|---|---|---|---|---|---|")
-        for config in configs:
-            if config == "bare":
-                continue
-            run = best[config]
-            before = best.get(config.split(":")[0] + ":before") if ":" in config else None
-            before = None if before is run else before
-            above = run["peak_rss_mib"] - bare
-            speed = f"{before['seconds'] / run['seconds']:.2f}× faster" if before else "–"
-            memory = f"{(before['peak_rss_mib'] - bare) / above:.2f}× lower" if before else "–"
-            versus = f"{run['seconds'] / matformer:.2f}" if matformer else "–"
-            difference = (
-                f"{relative_difference(run['prediction'], before['prediction']):.1e}"
-                if before else "–"
-            )
-            print(f"| {config} | {run['edges']:,} | {run['parameters']:,} | {run['seconds']:.2f} | {speed} | "
-                  f"{versus} | {above:.0f} | {memory} | {difference} |")
+        figures = summarise(configs, rounds)
+    for round_ in rounds:
+        for run in round_:
+            run.pop("prediction", None)
+    print_table(figures, args)
+    path = recording.write(figures, rounds, batch_size=args.batch_size, max_atoms=args.max_atoms, pool=args.pool)
+    print(f"\nwritten: {path}", file=sys.stderr)
 
 
 if __name__ == "__main__":

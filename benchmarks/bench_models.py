@@ -13,9 +13,9 @@ whose largest models are slow on a CPU), each model's batch built with its own g
              ``invariant cold``     + the package's plug-in, reflection cache emptied before
                                     each pass (a first epoch)
   time       forward + backward in training mode, the variants timed in turn (interleaved, so a
-             change of machine load hits them all alike), best of ``--repeats`` rounds after one
-             warm-up round, ``--threads`` torch threads (1 by default), all in one process per
-             model and preset. Two clocks: CPU seconds of the process (time.process_time: on a
+             change of machine load hits them all alike), the median of ``--repeats`` rounds
+             after one warm-up round (every round is in the results file), ``--threads`` torch
+             threads (1 by default), all in one process per model and preset. Two clocks: CPU seconds of the process (time.process_time: on a
              shared machine, waiting for a core is not counted; the ratios are read from it) and
              wall seconds (time.perf_counter)
   memory     peak RSS of a fresh process during one forward + backward pass, less its RSS just
@@ -41,6 +41,7 @@ import gc
 import json
 import math
 import os
+import statistics
 import resource
 import subprocess
 import sys
@@ -53,6 +54,7 @@ from torch_geometric.data import Batch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from record import Recording  # noqa: E402
 from reference_diffraction import reference_like  # noqa: E402
 
 from prdnet.audit import embedded_data_path, sample_structures  # noqa: E402
@@ -119,7 +121,7 @@ def peak_rss_bytes() -> int:
 
 
 def time_worker(job: dict) -> dict:
-    """Best-of-``repeats`` forward + backward seconds of every variant of one model and preset,
+    """Median-of-``repeats`` forward + backward seconds of every variant of one model and preset,
     interleaved, plus the before/after output check."""
     batch = torch.load(job["batch"], weights_only=False)
     models = {variant: build_variant(job["model"], job["preset"], variant) for variant in job["variants"]}
@@ -134,8 +136,9 @@ def time_worker(job: dict) -> dict:
             if round_:
                 times[variant].append(time.process_time() - start)
                 walls[variant].append(time.perf_counter() - wall)
-    result = {"seconds": {variant: min(values) for variant, values in times.items()},
-              "wall": {variant: min(values) for variant, values in walls.items()}}
+    result = {"seconds": {variant: statistics.median(values) for variant, values in times.items()},
+              "wall": {variant: statistics.median(values) for variant, values in walls.items()},
+              "rounds": {"cpu_seconds": times, "wall_seconds": walls}}
     if "invariant before" in outputs and "invariant after" in outputs:
         before, after = outputs["invariant before"], outputs["invariant after"]
         result["relative_difference"] = float((after - before).abs().max() / before.abs().max().clamp(min=1e-30))
@@ -199,11 +202,16 @@ def reflection_pairs(batch: Batch, preset: str) -> tuple[int, int]:
 
 
 def compare(args: argparse.Namespace) -> None:
+    """Time and memory of every model, preset and variant; the tables on stdout, every figure
+    and round in ``benchmarks/results/models.json`` (or ``--results``)."""
+    recording = Recording("models", args.threads, args.results)
+    recording.start()
+    rows: list[dict] = []
     presets = load_presets()["models"]
     largest = max(args.batch_size, args.paper_batch_size)
     structures = embedded_crystals(largest, args.max_atoms, args.pool)
     print(f"# Forward + backward per batch, before vs after issue 13 ({args.threads} torch thread(s), "
-          f"best of {args.repeats} interleaved rounds after a warm-up; ratios from CPU seconds (process time); "
+          f"median of {args.repeats} interleaved rounds after a warm-up; ratios from CPU seconds (process time); "
           f"memory: peak RSS of a fresh process during one pass, less its RSS before the pass)\n")
     with tempfile.TemporaryDirectory() as folder:
         cache: dict = {}
@@ -240,7 +248,18 @@ def compare(args: argparse.Namespace) -> None:
                           f"{ratio:.2f} | "
                           f"{100 * (ratio - 1):+.0f}% | {mib} | {check} |", flush=True)
                 summary.append((name, seconds, memory))
+                rows.append({"model": name, "preset": preset, "batch_size": size, "atoms": batch.num_nodes,
+                             "edges": int(batch.edge_index.shape[1]), "reflections": reflections, "pairs": pairs,
+                             "cpu_seconds": seconds, "wall_seconds": timing["wall"],
+                             "x_none": {v: seconds[v] / seconds["none"] for v in seconds if "none" in seconds},
+                             "peak_increase_mib": {v: b / 2**20 for v, b in memory.items()},
+                             "relative_difference": timing.get("relative_difference"),
+                             "rounds": timing["rounds"]})
             print_overheads(preset, summary)
+    figures = {"rows": [{k: v for k, v in row.items() if k != "rounds"} for row in rows]}
+    path = recording.write(figures, [{"model": r["model"], "preset": r["preset"], **r["rounds"]} for r in rows],
+                           repeats=args.repeats, batch_size=args.batch_size, paper_batch_size=args.paper_batch_size)
+    print(f"written: {path}", file=sys.stderr)
 
 
 def print_overheads(preset: str, summary: list) -> None:
@@ -429,6 +448,7 @@ def main() -> None:
     parser.add_argument("--max-atoms", type=int, default=200)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--threads", type=int, default=1, help="torch threads (1 avoids OpenMP spin on a busy CPU)")
+    parser.add_argument("--results", help="JSON file to write (default: benchmarks/results/models.json)")
     parser.add_argument("--skip-memory", action="store_true", help="time only (no memory processes)")
     parser.add_argument("--bucket-scan", action="store_true",
                         help="only time the invariant plug-in alone against its group cost and the sparse reference")

@@ -2,9 +2,11 @@
 job's own epoch loop (prdnet.train.train_epoch: autocast, a gradient scaler for fp16, gradient
 clipping, the per-batch schedule).
 
-For each precision: the same initial weights, ``--warmup`` batches not timed, then one timed epoch
-over ``--limit`` embedded MP crystals (graphs built here), CUDA synchronized; prints s/epoch,
-crystals/s, peak GPU memory and the speed-up over fp32 measured in the same run. Also the
+For each precision: the same initial weights, ``--warmup`` batches not timed, then ``--rounds``
+timed epochs over ``--limit`` embedded MP crystals (graphs built here), CUDA synchronized; prints
+the median s/epoch, crystals/s, peak GPU memory and the speed-up over fp32 measured in the same
+run, and writes every epoch's time with the command, commit and load average to
+``benchmarks/results/precision.json``. Also the
 checkpoint of the model (prdnet.checkpoint: model, optimizer, scheduler, best weights): its size
 and write time.
 
@@ -15,6 +17,8 @@ and write time.
 from __future__ import annotations
 
 import argparse
+import statistics
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -36,6 +40,9 @@ from prdnet.io import write_parquet
 from prdnet.models.registry import build_model, count_parameters
 from prdnet.train import (EpochProgress, Standardizer, TrainingConfig, loss_function, make_optimizer, make_scheduler,
                           train_epoch)  # fmt: skip
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from record import Recording, spread  # noqa: E402
 
 TASK = "formation_energy"
 
@@ -65,6 +72,8 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=5, help="untimed batches per precision")
     parser.add_argument("--precisions", nargs="+", default=["fp32", "bf16", "fp16"])
     parser.add_argument("--device", default="cuda")
+    parser.add_argument("--rounds", type=int, default=3, help="timed epochs per precision")
+    parser.add_argument("--results", help="JSON file to write (default: benchmarks/results/precision.json)")
     args = parser.parse_args()
     device = torch.device(args.device)
     if device.type == "cuda" and not torch.cuda.is_available():
@@ -79,7 +88,9 @@ def main() -> None:
         scaler = Standardizer(torch.cat([d.y for d in data]), enabled=True)
         print(f"{args.model} {args.preset} (+{args.diffraction}), {len(data)} crystals, batch {args.batch_size}, "
               f"{device} {torch.cuda.get_device_name(device) if device.type == 'cuda' else ''}")  # fmt: skip
-        times = {}
+        recording = Recording("precision", torch.get_num_threads(), args.results)
+        recording.start()
+        times, rounds, figures = {}, [], {}
         for precision in args.precisions:
             config = TrainingConfig(epochs=2, batch_size=args.batch_size, precision=precision, device=args.device)
             model = build_model(spec, "regression").to(device)
@@ -95,13 +106,20 @@ def main() -> None:
             train_epoch(model, loader, *common, 1, warm, lambda: warm.batches >= args.warmup)
             if device.type == "cuda":
                 torch.cuda.reset_peak_memory_stats(device)
-            synchronize(device)
-            start = time.perf_counter()
-            sampler.set_epoch(2)
-            train_epoch(model, loader, *common, 2, EpochProgress(), lambda: False)
-            synchronize(device)
-            times[precision] = time.perf_counter() - start
+            epochs = []
+            for epoch in range(2, 2 + args.rounds):
+                synchronize(device)
+                start = time.perf_counter()
+                sampler.set_epoch(epoch)
+                train_epoch(model, loader, *common, epoch, EpochProgress(), lambda: False)
+                synchronize(device)
+                epochs.append(time.perf_counter() - start)
+            times[precision] = statistics.median(epochs)
             memory = torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else float("nan")
+            rounds.append({"precision": precision, "seconds_per_epoch": epochs})
+            figures[precision] = {"seconds_per_epoch": spread(epochs), "crystals_per_s": len(data) / times[precision],
+                                  "peak_memory_gib": memory,
+                                  "x_fp32": times.get("fp32", float("nan")) / times[precision]}
             print(f"{precision}: {times[precision]:.2f} s/epoch, {len(data) / times[precision]:,.0f} crystals/s, "
                   f"peak memory {memory:.1f} GiB, speed-up over fp32 "
                   f"{times.get('fp32', float('nan')) / times[precision]:.2f}x")  # fmt: skip
@@ -111,6 +129,11 @@ def main() -> None:
             "best_state": {k: v.clone() for k, v in weights.items()}, "rng": [rng_state()],
         })  # fmt: skip
         print(f"checkpoint: {count_parameters(model):,} parameters, {size / 2**20:.1f} MiB written in {seconds:.2f} s")
+        figures["checkpoint"] = {"parameters": count_parameters(model), "mib": size / 2**20, "write_seconds": seconds}
+        device_name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
+        path = recording.write(figures, rounds, device=device_name, model=spec, crystals=len(data),
+                               batch_size=args.batch_size)
+        print(f"written: {path}", file=sys.stderr)
 
 
 if __name__ == "__main__":

@@ -18,9 +18,25 @@ def gaussian_basis(x: torch.Tensor, centers: torch.Tensor, width: float) -> torc
 
     ``x`` has any shape [...]; ``centers`` μ is [C] in the units of ``x``; ``width`` σ is in
     the same units. Returns [..., C]. Used for distances (Å), bond-angle cosines (unitless)
-    and scattering-vector magnitudes |Q| (Å⁻¹).
+    and scattering-vector magnitudes |Q| (Å⁻¹). Values too small for a normal float of the
+    dtype are returned as 0 (:func:`flush_subnormal`).
     """
-    return torch.exp(-((x.unsqueeze(-1) - centers) ** 2) / (2.0 * width**2))
+    return flush_subnormal(torch.exp(-((x.unsqueeze(-1) - centers) ** 2) / (2.0 * width**2)))
+
+
+def flush_subnormal(x: torch.Tensor) -> torch.Tensor:
+    """``x`` with every subnormal value (0 < |x| < ``torch.finfo(dtype).tiny``: 1.2e-38 in
+    float32, 2.2e-308 in float64) set to 0.
+
+    A narrow Gaussian basis is subnormal for centres a few widths away (for PRDNet's ``paper``
+    edge features, 2.9% of all entries on a batch of 16 embedded crystals). Such a value is
+    below 2^-23 of the smallest normal number, so it does not change a float32 sum that also
+    holds a normal term; but on many Intel cores a multiplication with a subnormal operand or
+    result goes through a microcode assist, of the order of a hundred cycles instead of one,
+    while AMD Zen cores take them at full speed. Zeroing them keeps the models' matrix
+    products at the same speed on both.
+    """
+    return x.masked_fill(x.abs() < torch.finfo(x.dtype).tiny, 0.0)
 
 
 def linear_centers(start: float, stop: float, count: int) -> torch.Tensor:
