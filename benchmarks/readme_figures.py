@@ -13,6 +13,8 @@ Blocks:
 ``attention``  PRDNet's attention against Matformer, forward + backward on one CPU thread
                (``benchmarks/results/attention.json``, written by ``bench_attention.py``).
 ``cost``       GPU hours of the paper's plan (``config/paper.yaml``) and of ``config/full.yaml``.
+``make_run``   wall time of the default ``make run`` (``benchmarks/results/make_run.json``, written
+               by ``time_make_run.py``).
 
 The cost model, per training job (every experiment × task × fold × model × diffraction ×
 ablation × seed of the config, each once; the Dummy's aside)::
@@ -202,6 +204,19 @@ def cost_block(attention: dict, presets: dict) -> str:
     return "\n".join(lines).rstrip()
 
 
+# --- the make run block -------------------------------------------------------------------
+
+
+def make_run_block(record: dict) -> str:
+    wall, figures = record["figures"]["wall_seconds"], record["figures"]
+    cpu = figures["user_seconds"]["median"] + figures["system_seconds"]["median"]
+    return (f"{wall['median'] / 60:.1f} minutes on {record['cpu_count']} CPU cores: {wall['median']:.0f} s wall, "
+            f"median of {wall['n']} rounds from an empty results folder ({wall['min']:.0f}–{wall['max']:.0f} s; "
+            f"{cpu:.0f} CPU seconds, of which the {figures['jobs']} jobs' own training "
+            f"{figures['jobs_wall_time_s']['median']:.0f} s; {conditions(record)}; "
+            "`benchmarks/results/make_run.json`, `python benchmarks/time_make_run.py`)")
+
+
 # --- the README ----------------------------------------------------------------------------
 
 
@@ -210,11 +225,12 @@ def blocks(results: Path = RESULTS) -> dict[str, str]:
     from prdnet.models.registry import load_presets
 
     attention = load_result("attention", results)
-    return {"attention": attention_block(attention), "cost": cost_block(attention, load_presets())}
+    return {"attention": attention_block(attention), "cost": cost_block(attention, load_presets()),
+            "make_run": make_run_block(load_result("make_run", results))}
 
 
 def marker(name: str) -> re.Pattern:
-    return re.compile(rf"(<!-- figures:{name} -->\n)(.*?)(\n<!-- /figures:{name} -->)", re.S)
+    return re.compile(rf"(<!-- figures:{name} -->\n)(.*?)(<!-- /figures:{name} -->)", re.S)
 
 
 def with_blocks(readme: str, computed: dict[str, str]) -> str:
@@ -222,7 +238,7 @@ def with_blocks(readme: str, computed: dict[str, str]) -> str:
         pattern = marker(name)
         if not pattern.search(readme):
             raise SystemExit(f"README.md has no <!-- figures:{name} --> ... <!-- /figures:{name} --> block")
-        readme = pattern.sub(lambda match: match.group(1) + text + match.group(3), readme)
+        readme = pattern.sub(lambda match: match.group(1) + text + "\n" + match.group(3), readme)
     return readme
 
 
