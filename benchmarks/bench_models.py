@@ -285,7 +285,7 @@ def print_overheads(preset: str, summary: list) -> None:
 # --- the plug-in alone: size groups vs the sparse reference ---------------------------------
 
 
-def bucket_scan(args: argparse.Namespace) -> None:
+def bucket_scan(args: argparse.Namespace) -> dict:
     """Time of the ``invariant`` module alone (forward + backward, warm cache) for several group
     costs (BUCKET_COST_PAIRS), against the sparse reference: the measurement behind the value."""
     structures = embedded_crystals(args.batch_size, args.max_atoms, args.pool)
@@ -330,6 +330,7 @@ def bucket_scan(args: argparse.Namespace) -> None:
         marker = " (package)" if cost == saved else ""
         print(f"| dense groups{marker} | {shown} | {len(groups)} | {padded:,} | {1e3 * min(times[cost]):.1f} |")
     print(f"| sparse (reference) | – | – | – | {1e3 * min(times['sparse']):.1f} |\n")
+    return {"package_cost": saved, "cpu_seconds": {str(cost): values for cost, values in times.items()}}
 
 
 # --- the diffraction modules alone against system size --------------------------------------
@@ -380,10 +381,10 @@ def scaling_point(structure, mode: str, cells: int, q_max: float | None, c_max: 
         times.append(time.process_time() - start)
     atoms = batch.num_nodes
     return {"atoms": atoms, "reflections": reflections, "pairs": atoms * reflections,
-            "seconds": min(times[1:]), "memory": memory}
+            "seconds": min(times[1:]), "rounds": times[1:], "memory": memory}
 
 
-def scaling_table(args: argparse.Namespace) -> None:
+def scaling_table(args: argparse.Namespace) -> list[dict]:
     _, structure, _ = sample_structures(embedded_data_path(), 1, 8, pool=200, seed=1)[0]
     print(f"## Diffraction modules alone, n×1×1 supercells of {structure.composition.reduced_formula} "
           f"({len(structure)} atoms, {structure.volume:.0f} Å³): forward + backward, CPU ms (process time), "
@@ -394,13 +395,16 @@ def scaling_table(args: argparse.Namespace) -> None:
     points = [(mode, cells, 4.0, None) for cells in (1, 4, 16, 32) for mode in ("invariant-before", "invariant")]
     points += [(mode, 4, q, None) for q in (6.0, 8.0) for mode in ("invariant-before", "invariant")]
     points += [("paper", cells, None, 8) for cells in (1, 4, 16, 32)]
+    rows = []
     for mode, cells, q_max, c_max in points:
         result = scaling_point(structure, mode, cells, q_max, c_max, args.repeats)
+        rows.append({"mode": mode, "cells": cells, "q_max": q_max, "c_max": c_max, **result})
         setting = f"{cells}×1×1, " + (f"Q_max {q_max:g} Å⁻¹" if q_max else f"C_max {c_max}")
         print(f"| {mode} | {setting} | {result['atoms']} | {result['reflections']:,} | {result['pairs']:,} | "
               f"{1e3 * result['seconds']:.1f} | {1e9 * result['seconds'] / result['pairs']:.0f} | "
               f"{result['memory'] / 2**20:.1f} | {result['memory'] / result['pairs']:.0f} |", flush=True)
     print()
+    return rows
 
 
 # --- parameter counts -----------------------------------------------------------------------
@@ -466,10 +470,13 @@ def main() -> None:
     if args.parameters:
         parameter_table()
     if args.bucket_scan or args.scaling:
-        if args.bucket_scan:
-            bucket_scan(args)
-        if args.scaling:
-            scaling_table(args)
+        for flag, name, run in ((args.bucket_scan, "models_bucket_scan", bucket_scan),
+                                (args.scaling, "models_scaling", scaling_table)):  # fmt: skip
+            if flag:
+                recording = Recording(name, args.threads)
+                recording.start()
+                figures = run(args)
+                print(f"written: {recording.write(figures, figures, repeats=args.repeats)}", file=sys.stderr)
         return
     compare(args)
 
