@@ -131,6 +131,7 @@ def end_to_end(folder: Path, device: str) -> dict:
     """Part 3: the default config on jdft2d, 2 epochs, on ``device``, one GPU per job on CUDA."""
     import yaml
 
+    folder.mkdir(parents=True, exist_ok=True)
     config = yaml.safe_load((ROOT / "config" / "config.yaml").read_text())
     config["results_dir"] = str(folder / "results")
     config["datasets"] = {"matbench_jdft2d": config["datasets"]["matbench_jdft2d"]}
@@ -147,11 +148,12 @@ def end_to_end(folder: Path, device: str) -> dict:
     command = [str(Path(sys.executable).parent / "snakemake"), "--profile", "workflow/profiles/local", "--configfile",
                str(path), "--cores", "4", "--resources", "gpu=1"]  # fmt: skip
     start = time.perf_counter()
-    finished = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=240)
+    environment = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
+    finished = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=300, env=environment)
     wall = time.perf_counter() - start
     if finished.returncode != 0:
         raise RuntimeError(f"workflow failed ({finished.returncode}):\n{finished.stderr[-3000:]}")
-    metrics = sorted((folder / "results").rglob("metrics.json"))
+    metrics = sorted((folder / "results").glob("*/runs/**/metrics.json"))
     return {"wall_seconds": wall, "jobs": len(metrics),
             "devices": sorted({json.loads(p.read_text()).get("device", "?") for p in metrics})}
 

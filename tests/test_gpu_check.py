@@ -44,3 +44,17 @@ def test_on_the_cpu_its_parts_measure_every_model_and_resume_a_stopped_job(tmp_p
     assert figures["torchrun"]["torchrun_exit_status"] == 0 and figures["torchrun"]["stop_exit_status"] == 75
     assert figures["torchrun"]["resume_max_prediction_difference"] == 0.0  # on the CPU resume is exact
     assert record["load_before"] and record["commit"] and record["cpu"]
+
+
+@pytest.mark.workflow
+@pytest.mark.slow
+def test_on_the_cpu_the_end_to_end_part_runs_the_default_workflow_on_jdft2d(tmp_path):
+    # slow (about 2 minutes: 25 jobs of the default config through Snakemake), and no cheaper: it is
+    # the only run of this part before a GPU machine runs it, in the one call that machine gets
+    results = tmp_path / "gpu_check.json"
+    command = [sys.executable, str(ROOT / "benchmarks" / "gpu_check.py"), "--device", "cpu", "--parts", "end_to_end",
+               "--results", str(results)]  # fmt: skip
+    finished = subprocess.run(command, capture_output=True, text=True, timeout=900, cwd=ROOT)
+    assert finished.returncode == 0, finished.stdout[-3000:] + finished.stderr[-3000:]
+    part = json.loads(results.read_text())["figures"]["end_to_end"]
+    assert part["jobs"] == 5 * 2 * 2 + 5 and part["devices"] == ["cpu"]  # 5 folds × 2 models × ±paper, 5 Dummies
