@@ -6,7 +6,9 @@ the batch of ``bench_attention.py`` (16 embedded crystals, one thread): after on
 ``torch.profiler`` over the forward pass and, separately, over the backward pass; the operations
 with the most self CPU time in each (``--top``), the share of all matrix products (``aten::mm``,
 ``addmm``, ``bmm``) and the analytic multiply-adds per edge and layer of the per-edge products
-(:func:`per_edge_macs`). Results in ``benchmarks/results/attention_profile.json``.
+(:func:`per_edge_macs`), and this core's float32 matrix-product rate on the shapes those products
+have (:func:`matrix_product_rates`, ``--rounds`` rounds): with the multiply-adds it bounds how fast
+the layers can be. Results in ``benchmarks/results/attention_profile.json``.
 
     python benchmarks/profile_attention.py
 """
@@ -47,6 +49,33 @@ def per_edge_macs(backbone: dict) -> dict[str, int]:
     return macs
 
 
+RATE_SHAPES = {
+    "2048 × 2048 × 2048 (square)": (2048, 2048, 2048),
+    "block of W_out: 336 × 768 × 256": (336, 768, 256),
+    "(W_c W_e) e_ij, reference: 5772 × 256 × 6144": (5772, 256, 6144),
+}
+"""(rows, inner, columns) of the timed products."""
+
+
+def matrix_product_rates(rounds: int) -> dict[str, dict]:
+    """Multiply-adds per second (×1e9) of float32 products of :data:`RATE_SHAPES`, one per round."""
+    import time
+
+    from record import spread
+
+    rates = {}
+    for name, (rows, inner, columns) in RATE_SHAPES.items():
+        a, b = torch.randn(rows, inner), torch.randn(inner, columns)
+        a @ b  # untimed
+        measured = []
+        for _ in range(rounds):
+            start = time.perf_counter()
+            a @ b
+            measured.append(rows * inner * columns / (time.perf_counter() - start) / 1e9)
+        rates[name] = spread(measured)
+    return rates
+
+
 def top_operations(prof, top: int) -> dict:
     events = sorted(prof.key_averages(), key=lambda e: e.self_cpu_time_total, reverse=True)
     total = sum(e.self_cpu_time_total for e in events)
@@ -84,6 +113,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--configs", nargs="+", default=["paper:after", "reference:after", "matformer"])
     parser.add_argument("--top", type=int, default=12)
+    parser.add_argument("--rounds", type=int, default=5, help="rounds of each matrix-product rate")
     parser.add_argument("--results", help="JSON file (default: benchmarks/results/attention_profile.json)")
     args = parser.parse_args()
     torch.set_num_threads(1)
@@ -100,6 +130,9 @@ def main() -> None:
                 print(f"    {op['name']:<40} {op['self_cpu_seconds']:7.3f} s  {op['calls']:>6} calls")
         for name, macs in result.get("per_edge_macs", {}).items():
             print(f"  per edge and layer: {name}: {macs:,}")
+    figures["matrix_product_gmac_per_s"] = rates = matrix_product_rates(args.rounds)
+    for name, rate in rates.items():
+        print(f"float32 product {name}: {rate['median']:.1f} GMAC/s ({rate['min']:.1f}–{rate['max']:.1f})")
     path = recording.write(figures, [], batch_size=16)
     print(f"written: {path}", file=sys.stderr)
 

@@ -97,15 +97,12 @@ def prdnet_ratios(attention: dict) -> dict[str, dict[str, float]]:
 
 
 def conditions(record: dict) -> str:
-    """CPU, threads (or, for a whole workflow run, cores), torch, the measured commit, date, load."""
+    """CPU, threads, torch, the measured code's commit, date and load average of a record."""
     load_before, load_after = record["load_before"][0], record["load_after"][0]
-    if "checkout_commit" in record:  # a run of another checkout (time_make_run.py): its commit, all its cores
-        commit, dirty, threads = record["checkout_commit"][:7], "", f"{record['cpu_count']} cores"
-    else:
-        commit = (record.get("commit") or "unknown")[:7]
-        dirty = " with uncommitted changes" if record.get("uncommitted_changes") else ""
-        threads = f"{record['threads']} thread(s)"
-    return (f"{record['cpu']}, {threads}, torch {record['torch']}, commit {commit}{dirty}, "
+    measured = record.get("checkout_commit")  # time_make_run.py measures another checkout, clean by need
+    commit = (measured or record.get("commit") or "unknown")[:7]
+    dirty = " with uncommitted changes" if record.get("uncommitted_changes") and not measured else ""
+    return (f"{record['cpu']}, {record['threads']} thread(s), torch {record['torch']}, commit {commit}{dirty}, "
             f"{record['finished'][:10]}, load average {load_before:.2f} before and {load_after:.2f} after")
 
 

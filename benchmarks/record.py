@@ -29,7 +29,11 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-RESULTS = Path(__file__).resolve().parent / "results"
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from prdnet.io import write_text  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "benchmarks" / "results"
 """Default folder of the result files."""
 
 
@@ -49,9 +53,9 @@ def cpu_model() -> str:
     return platform.processor() or "unknown"
 
 
-def git_commit() -> dict[str, Any]:
-    """The repository's commit and whether tracked files differ from it."""
-    root = Path(__file__).resolve().parents[1]
+def git_commit(root: Path = ROOT) -> dict[str, Any]:
+    """The commit of the repository at ``root`` (this one by default) and whether tracked files
+    differ from it."""
     try:
         commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, check=True)
         status = subprocess.run(
@@ -116,9 +120,7 @@ class Recording:
             "rounds": rounds,
         }
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        partial = self.path.with_name(f".{self.path.name}.tmp")
-        partial.write_text(json.dumps(record, indent=1, default=str) + "\n")
-        partial.replace(self.path)
+        write_text(self.path, json.dumps(record, indent=1, default=str) + "\n")
         return self.path
 
 
