@@ -1,5 +1,5 @@
 """Epoch time in float32 and mixed precision (training.precision) on a GPU, through the training
-job's own epoch loop (prdnet.train.train_epoch: autocast, a gradient scaler for fp16, gradient
+job's own epoch loop (prdnet.training.loop.train_epoch: autocast, a gradient scaler for fp16, gradient
 clipping, the per-batch schedule).
 
 For each precision: the same initial weights, ``--warmup`` batches not timed, then ``--rounds``
@@ -38,8 +38,10 @@ from prdnet.data.validate import ValidationRules
 from prdnet.distributed import EpochBatchSampler
 from prdnet.io import write_parquet
 from prdnet.models.registry import build_model, count_parameters
-from prdnet.train import (EpochProgress, Standardizer, TrainingConfig, loss_function, make_optimizer, make_scheduler,
-                          train_epoch)  # fmt: skip
+from prdnet.training.evaluation import Standardizer
+from prdnet.training.loop import EpochProgress, train_epoch
+from prdnet.training.optim import loss_function, make_optimizer, make_scheduler
+from prdnet.training.recipe import TrainingConfig
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from record import Recording, spread  # noqa: E402

@@ -28,7 +28,8 @@ ablation × seed of the config, each once; the Dummy's aside)::
   largest round), iComFormer 69/64 and ALIGNN 327/64 from the same published table; CGCNN,
   SchNet and MEGNet, with no published anchor, at 1 (their CPU time is below Matformer's);
 * N_train, the training crystals of the dataset and task (:data:`TRAINING_CRYSTALS`);
-* epochs: the config's ``training.epochs`` or the model preset's recipe (no early stopping:
+* epochs: the job's recipe (the model preset's, its protocol's, then the config's ``training``
+  and the spec's own keys; no early stopping:
   an upper bound). The diffraction plug-in's own cost is not in r_model.
 
 A CPU ratio carried over to a GPU is an assumption (the per-edge work of PRDNet and the
@@ -146,6 +147,8 @@ def planned_jobs(config: dict, presets: dict) -> list[dict]:
     that asks for it: dataset, task, model, preset, epochs, training crystals."""
     training = config.get("training", {})
     seeds = training.get("seeds") or [training.get("seed", 0)]
+    from prdnet.training.recipe import protocol_recipe
+
     jobs: dict[tuple, dict] = {}
     for index, experiment in enumerate(config["experiments"]):
         for dataset in experiment["datasets"]:
@@ -155,11 +158,12 @@ def planned_jobs(config: dict, presets: dict) -> list[dict]:
                 tasks, experiment["models"], range(folds), experiment["diffraction"], experiment["ablations"], seeds
             ):
                 spec = config["models"][model]
-                recipe = presets["models"][spec["name"]][spec["preset"]].get("training", {})
+                # the preset's recipe, its protocol's keys, then the config's and the spec's training keys
+                recipe = {"epochs": 500, **protocol_recipe(spec), **training, **(spec.get("training") or {})}
                 key = (dataset, task, fold, model, diffraction, ablation, seed)
                 jobs.setdefault(key, {"experiment": index, "dataset": dataset, "task": task, "name": spec["name"],
                                       "preset": spec["preset"], "jobs": 1,
-                                      "epochs": training.get("epochs") or recipe.get("epochs", 500),
+                                      "epochs": recipe["epochs"],
                                       "crystals": training_crystals(config, dataset, task)})
     return list(jobs.values())
 

@@ -12,7 +12,7 @@ steps). Every round, with the command, commit, CPU and the load average before a
     python benchmarks/time_make_run.py --checkout CLONE --imports-only
 
 times instead what every training job pays before its first line of work: a fresh interpreter
-of the checkout's venv importing ``prdnet.train`` (``--rounds`` rounds), and, from one
+of the checkout's venv importing ``prdnet.training`` (``prdnet.train`` before it became a package) (``--rounds`` rounds), and, from one
 ``python -X importtime`` run, the packages that take longest; to ``benchmarks/results/job_imports.json``.
 """
 
@@ -50,22 +50,22 @@ def one_round(checkout: Path, log: Path) -> dict:
 
 
 def import_costs(checkout: Path, rounds: int) -> tuple[dict, list[float]]:
-    """Wall seconds of ``python -c "import prdnet.train"`` per round, and the cumulative import
+    """Wall seconds of ``python -c "import prdnet.training"`` per round, and the cumulative import
     time of the slowest packages (one ``-X importtime`` run)."""
     python = str(checkout / ".venv" / "bin" / "python")
     measured = []
     for _ in range(rounds):
         start = time.perf_counter()
-        subprocess.run([python, "-c", "import prdnet.train"], cwd=checkout, check=True)
+        subprocess.run([python, "-c", "import prdnet.training"], cwd=checkout, check=True)
         measured.append(time.perf_counter() - start)
-    trace = subprocess.run([python, "-X", "importtime", "-c", "import prdnet.train"], cwd=checkout,
+    trace = subprocess.run([python, "-X", "importtime", "-c", "import prdnet.training"], cwd=checkout,
                            capture_output=True, text=True, check=True).stderr  # fmt: skip
     cumulative = {}
     for line in trace.splitlines():
         fields = line.split("|")
         if len(fields) == 3 and fields[1].strip().isdigit():
             cumulative[fields[2].strip()] = int(fields[1]) / 1e6
-    wanted = ("prdnet.train", "torch", "torch_geometric", "torch._dynamo", "torch_geometric.datasets", "pymatgen.core")
+    wanted = ("prdnet.training", "prdnet.train", "torch", "torch_geometric", "torch._dynamo", "torch_geometric.datasets", "pymatgen.core")
     return {name: cumulative.get(name) for name in wanted}, measured
 
 

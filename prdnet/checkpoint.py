@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from prdnet.io import atomic_path
+from prdnet.io import write_torch
 
 CHECKPOINT_FILE = "checkpoint.pt"
 CHECKPOINT_FORMAT = 1
@@ -84,9 +84,7 @@ def save_checkpoint(path: str | Path, identity: Mapping[str, Any], state: Mappin
     start = time.perf_counter()
     payload = {"format": CHECKPOINT_FORMAT, "digest": identity_digest(identity),
                "identity": canonical_json(identity), **state}  # fmt: skip
-    with atomic_path(path) as temporary:
-        torch.save(payload, temporary)
-        size = temporary.stat().st_size
+    size = write_torch(path, payload)  # serialized in memory: a full disk is an OSError naming the path
     return size, time.perf_counter() - start
 
 

@@ -92,7 +92,7 @@ def featurize(args: argparse.Namespace) -> None:
 
 def train(args: argparse.Namespace) -> None:
     from prdnet.guards import SanityThresholds
-    from prdnet.train import TrainingJob, resolve_training, run_job
+    from prdnet.training import TrainingJob, resolve_training, run_job
 
     summary = json.loads(Path(args.dataset_summary).read_text())
     task_info = summary["tasks"][args.task]
@@ -149,7 +149,7 @@ def mlflow_import(args: argparse.Namespace) -> None:
     from prdnet.io import write_json
     from prdnet.tracking import default_tracking_uri, import_runs
 
-    from prdnet.tracking import TrackingServerError, check_server, redact_uri
+    from prdnet.tracking import TrackingServerError, check_server, redact_process_output, redact_uri
 
     results = Path(args.results_dir)
     if args.tracking_uri_from_env:
@@ -160,6 +160,13 @@ def mlflow_import(args: argparse.Namespace) -> None:
                      "(e.g. export MLFLOW_TRACKING_URI=http://host:5000)")  # fmt: skip
     else:
         uri = args.tracking_uri or default_tracking_uri(results)
+    redact_process_output(uri)  # MLflow prints run URLs, credentials included
+    if uri.startswith("sqlite:"):  # SQLite's own message would be "unable to open database file"
+        database = Path(uri.removeprefix("sqlite:///"))
+        if not database.parent.is_dir() or not os.access(database.parent, os.W_OK):
+            sys.exit(f"prdnet mlflow-import: cannot write the MLflow database {database}: its folder {database.parent} "
+                     "is missing or not writable for this user; make it writable (or set mlflow.tracking_uri) and "
+                     "run again: the finished jobs' results are kept")  # fmt: skip
     try:
         check_server(uri)
     except TrackingServerError as error:
@@ -193,10 +200,14 @@ def predict(args: argparse.Namespace) -> None:
 
 
 def check_config(args: argparse.Namespace) -> None:
-    from prdnet.config import check_files, load_config
+    from prdnet.config import ConfigError, check_startup, load_config
 
-    config = load_config(args.config)
-    check_files(config)
+    try:
+        config = load_config(args.config)
+        check_startup(config, jobs_run_here=not args.jobs_run_elsewhere)
+    except (ConfigError, OSError) as error:
+        lines = str(error).removeprefix("invalid configuration:\n").splitlines()
+        sys.exit("\n".join(f"{args.config}: {line.strip()}" for line in lines if line.strip()))
     print(f"{args.config}: valid; every configured file is there")
 
 
@@ -290,8 +301,10 @@ def build_parser() -> argparse.ArgumentParser:
     command.add_argument("--batch-size", type=int, default=None, help="default: the job's training batch size")
     command.set_defaults(run=predict)
 
-    command = commands.add_parser("check-config", help="validate a configuration file")
+    command = commands.add_parser("check-config", help="validate a configuration file: the workflow's start-up checks")
     command.add_argument("config")
+    command.add_argument("--jobs-run-elsewhere", action="store_true",
+                         help="the jobs run on other nodes (a cluster profile): do not ask for CUDA on this machine")
     command.set_defaults(run=check_config)
     return parser
 

@@ -35,6 +35,20 @@ def _key_path(error: jsonschema.ValidationError) -> str:
 
 
 def _describe(error: jsonschema.ValidationError) -> str:
+    key = _key_path(error)
+    if error.validator == "not" and error.validator_value == {"required": ["seed", "seeds"]}:
+        return (f"config key '{key}': sets both `seed` and `seeds`: keep `seed` (one job) or `seeds` (one job per "
+                "seed, the `seed` wildcard), not both")
+    if key == "mlflow.tracking_uri" and error.validator == "type":
+        return (f"config key '{key}': must be null when mlflow.use_env_tracking_uri is true (the URI then comes from "
+                "the environment variable MLFLOW_TRACKING_URI): remove one of the two")
+    if error.validator == "oneOf" and error.context and all(
+        any(e.validator == "const" for e in group) for group in _by_alternative(error).values()
+    ):
+        kinds = [sub.get("properties", {}).get("kind", {}).get("const") for sub in _resolved_alternatives(error)]
+        if all(kinds) and isinstance(error.instance, dict):
+            return (f"config key '{key}.kind': unknown split kind {error.instance.get('kind')!r}; the kinds are "
+                    f"{', '.join(kinds)} (README, Splits)")
     if error.validator == "oneOf" and error.context:
         # report the alternative whose discriminating constant ("kind") matched
         by_alternative: dict[int, list[jsonschema.ValidationError]] = {}
@@ -44,6 +58,23 @@ def _describe(error: jsonschema.ValidationError) -> str:
         if matching:
             return "; ".join(_describe(e) for e in matching[0])
     return f"config key '{_key_path(error)}': {error.message}"
+
+
+def _by_alternative(error: jsonschema.ValidationError) -> dict[int, list[jsonschema.ValidationError]]:
+    groups: dict[int, list[jsonschema.ValidationError]] = {}
+    for sub in error.context:
+        groups.setdefault(sub.relative_schema_path[0], []).append(sub)
+    return groups
+
+
+def _resolved_alternatives(error: jsonschema.ValidationError) -> list[dict[str, Any]]:
+    """The subschemas of a ``oneOf`` error, ``$ref``s to this schema's ``$defs`` resolved."""
+    defs = load_schema().get("$defs", {})
+    resolved = []
+    for alternative in error.validator_value:
+        ref = alternative.get("$ref", "")
+        resolved.append(defs.get(ref.removeprefix("#/$defs/"), {}) if ref.startswith("#/$defs/") else alternative)
+    return resolved
 
 
 def workflow_names() -> dict[str, list[str]]:
@@ -157,7 +188,7 @@ def _check_model_specs(config: dict[str, Any]) -> None:
 
     from prdnet.guards import DUMMY_MODEL
     from prdnet.models.registry import build_model
-    from prdnet.train import resolve_training
+    from prdnet.training import resolve_training
 
     if DUMMY_MODEL in config["models"]:
         raise ConfigError(f"config key 'models.{DUMMY_MODEL}': the name is reserved for the Dummy baseline every table gets")
@@ -261,6 +292,30 @@ def check_device(config: dict[str, Any], jobs_run_here: bool) -> None:
                               "auto (CPU here, CUDA where present) or run on GPU nodes with a cluster profile")  # fmt: skip
 
 
+FOLD_SOURCES = ("matbench",)
+"""Sources that give a dataset's official test folds (split kind ``matbench``)."""
+
+
+def check_results_dir(config: dict[str, Any], base_dir: str | Path = ".") -> None:
+    """``results_dir`` is a folder, or can become one (no file in its way)."""
+    path = Path(base_dir) / config["results_dir"]
+    for part in [path, *path.parents]:
+        if part.exists():
+            if not part.is_dir():
+                raise ConfigError(f"config key 'results_dir': {config['results_dir']} cannot be a folder: {part} is a file; "
+                                  "move the file away or name another results_dir")  # fmt: skip
+            break
+
+
+def check_startup(config: dict[str, Any], base_dir: str | Path = ".", jobs_run_here: bool = True) -> None:
+    """Everything checked before the first job, beyond the schema (:func:`validate_config`): the
+    configured files, the results folder and the device. The workflow's ``onstart`` and
+    ``prdnet check-config`` both call this."""
+    check_files(config, base_dir)
+    check_results_dir(config, base_dir)
+    check_device(config, jobs_run_here)
+
+
 def validate_config(config: dict[str, Any]) -> dict[str, Any]:
     """Return ``config`` unchanged if it matches the schema; otherwise raise :class:`ConfigError`
     listing every problem with the path of its key."""
@@ -272,6 +327,10 @@ def validate_config(config: dict[str, Any]) -> dict[str, Any]:
         split = dataset["split"]
         if split["kind"] == "random" and abs(sum(split["fractions"]) - 1.0) > 1e-9:
             raise ConfigError(f"config key 'datasets.{name}.split.fractions': must sum to 1, got {split['fractions']}")
+        if split["kind"] == "matbench" and dataset["source"] not in FOLD_SOURCES:
+            raise ConfigError(f"config key 'datasets.{name}.split.kind': matbench takes MatBench's official test folds from "
+                              f"the source, and source {dataset['source']!r} gives none: use a source among "
+                              f"{list(FOLD_SOURCES)}, or split kind random, fold_column or id_lists")  # fmt: skip
     for task, (low, high) in config["validation"].get("target_bounds", {}).items():
         if low is not None and high is not None and low > high:
             raise ConfigError(f"config key 'validation.target_bounds.{task}': low {low} is above high {high}")

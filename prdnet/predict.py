@@ -6,7 +6,7 @@ files, an extxyz file / ASE database or a table (as the sources of
 (its ``summary.json``), and featurized by :func:`prdnet.data.shards.featurize_dataset` with the
 graph parameters the job recorded (``featurizer.*`` in its ``run.json``; every recorded field is
 passed on, so new recipe fields keep working). The model is rebuilt from the spec in
-``run.json`` (``build``) with the best-validation weights and target scaling of ``model.pt``.
+``run.json`` (``build``) with the weights the job tested and the target scaling of ``model.pt``.
 
 With several jobs (e.g. the five folds of a MatBench model) the prediction is the ensemble mean
 with its spread (population standard deviation over the jobs). Crystals that fail validation
@@ -67,7 +67,10 @@ def load_job(folder: str | Path) -> FinishedJob:
     """A finished job (``metrics.json`` present) with its run.json and weights."""
     folder = Path(folder)
     if not (folder / "metrics.json").is_file():
-        raise PredictError(f"{folder} is not a finished training job (no metrics.json)")
+        seeds = sorted(path.parent.name for path in folder.glob("seed*/metrics.json"))
+        hint = (f": a job is one seed's folder, e.g. {folder / seeds[0]} (finished seeds here: {', '.join(seeds)})"
+                if seeds else "")
+        raise PredictError(f"{folder} is not a finished training job (no metrics.json){hint}")
     run = json.loads((folder / "run.json").read_text())
     if "build" not in run:
         raise PredictError(f"{folder}/run.json has no 'build' block (the job predates prdnet predict): re-run the job")

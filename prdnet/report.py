@@ -20,6 +20,7 @@ import pandas as pd
 import yaml
 
 from prdnet.io import atomic_path, write_text
+from prdnet.protocols import NO_PROTOCOL, check_score_protocols
 from prdnet.stats import METHOD_NOTE, format_comparison, paired_t
 
 NO_DIFFRACTION = "none"
@@ -36,6 +37,9 @@ def collect_runs(run_dirs: list[Path]) -> pd.DataFrame:
         row = {**{k: tags[k] for k in ("dataset", "task", "fold", "model", "diffraction", "ablation")}}
         # the registry's model name and preset behind the config's variant name (``schnet_200ep`` → schnet)
         row.update(architecture=params.get("model.name", tags["model"]), preset=params.get("model.preset", "—"))
+        # the protocol it ran under, and the keys its recipe changed of it (jobs from before protocols: none named)
+        row.update(protocol=params.get("protocol.name", NO_PROTOCOL),
+                   protocol_deviations=params.get("protocol.deviations", "{}"))
         row["seed"] = int(tags.get("seed", 0))  # jobs from before the seed wildcard ran seed 0
         row.update(metric=metrics["metric"], unit=metrics["unit"], value=metrics[f"test_{metrics['metric']}"])
         row.update({k: v for k, v in metrics.items() if k.startswith("test_")})
@@ -47,7 +51,10 @@ def collect_runs(run_dirs: list[Path]) -> pd.DataFrame:
 def summarise(runs: pd.DataFrame) -> pd.DataFrame:
     """Mean, std (ddof 0), job count (folds × seeds) and flagged-job count of the primary metric per
     (task, model, ablation, diffraction); a variant's architecture and preset ride along."""
-    keys = ["dataset", "task", "model", "architecture", "preset", "ablation", "diffraction", "metric", "unit"]
+    keys = ["dataset", "task", "model", "architecture", "preset", "protocol", "protocol_deviations", "ablation",
+            "diffraction", "metric", "unit"]
+    if "protocol" not in runs:
+        runs = runs.assign(protocol=NO_PROTOCOL, protocol_deviations="{}")
     flagged = runs.assign(flagged=runs["flags"].fillna("").astype(bool) if "flags" in runs else False)
     grouped = flagged.groupby(keys, sort=True)
     summary = grouped["value"].agg(mean="mean", std=lambda v: float(np.std(v)), n_folds="count")
@@ -139,18 +146,35 @@ def model_comparison_table(comparisons: pd.DataFrame) -> pd.DataFrame:
 
 
 RATIO_COLUMNS = ["task", "model", "ablation", "preset", "jobs", "flagged_jobs", "ours_mean", "ours_std",
-                 "published_model", "published_value", "ratio", "source"]
+                 "published_model", "published_value", "protocol", "ours_protocol", "protocol_deviations",
+                 "same_protocol", "ratio", "ratio_other_protocol", "source"]
+
+
+def protocol_description(ours: str, deviations: str, published: str) -> str:
+    """How our run's protocol stands to the published score's, in words."""
+    changed = json.loads(deviations or "{}")
+    if ours == published and not changed:
+        return f"same ({published})"
+    if ours == published:
+        keys = ", ".join(f"{key} {value[0]} (protocol: {value[1]})" for key, value in sorted(changed.items()))
+        return f"{published} changed: {keys}"
+    ours_text = "the preset's own recipe" if ours == NO_PROTOCOL else ours
+    return f"differs: ours {ours_text}, published {published or 'unnamed'}"
 
 
 def published_ratios(summary: pd.DataFrame, published: list[dict[str, Any]]) -> pd.DataFrame:
-    """Each of our variants beside the published score of the same model, and their ratio.
+    """Each of our variants beside the published score of the same model, and their ratio when
+    both were made under the same protocol.
 
-    A published score names our model with ``ours`` (a registry name: ``cgcnn``, ``dummy``, ...);
-    it is compared with every variant of :func:`summarise` (config name, ablation) that ran that
-    model on the same task, metric and unit, under the score's diffraction column (default none).
-    Values are in the table's unit (accuracy in %); ratio = ours_mean / published_value (for an
-    error, above 1 is worse than published); ``flagged_jobs`` counts the jobs a sanity guard
-    flagged (``⚠`` in the Markdown)."""
+    A published score names our model with ``ours`` (a registry name: ``cgcnn``, ``dummy``, ...)
+    and the protocol it was made under with ``protocol`` (config/protocols.yaml); it is set beside
+    every variant of :func:`summarise` (config name, ablation) that ran that model on the same
+    task, metric and unit, under the score's diffraction column (default none). ``ratio`` =
+    ours_mean / published_value (for an error, above 1 is worse than published) only where the
+    variant ran the score's protocol and changed none of its keys (``same_protocol``); elsewhere
+    it is empty and ``ratio_other_protocol`` holds the quotient, which compares two numbers made
+    in different ways. Values are in the table's unit (accuracy in %); ``flagged_jobs`` counts the
+    jobs a sanity guard flagged (``⚠`` in the Markdown)."""
     rows = []
     for score in published:
         if "ours" not in score:
@@ -161,24 +185,33 @@ def published_ratios(summary: pd.DataFrame, published: list[dict[str, Any]]) -> 
                 & (summary["diffraction"] == score.get("diffraction", NO_DIFFRACTION)))  # fmt: skip
         for r in summary[mask].itertuples():
             mean, value = r.mean * _scale(metric), float(score["value"])
+            protocol = str(score.get("protocol", ""))
+            same = bool(protocol) and r.protocol == protocol and json.loads(r.protocol_deviations or "{}") == {}
             rows.append({
                 "task": r.task, "model": r.model, "ablation": r.ablation, "preset": r.preset, "jobs": r.n_folds,
                 "flagged_jobs": r.n_flagged, "ours_mean": mean, "ours_std": r.std * _scale(metric),
-                "published_model": score["model"], "published_value": value, "ratio": mean / value,
+                "published_model": score["model"], "published_value": value, "protocol": protocol,
+                "ours_protocol": r.protocol, "protocol_deviations": r.protocol_deviations, "same_protocol": same,
+                "ratio": mean / value if same else float("nan"),
+                "ratio_other_protocol": float("nan") if same else mean / value,
                 "source": score.get("source", ""),
             })  # fmt: skip
     return pd.DataFrame(rows, columns=RATIO_COLUMNS)
 
 
 def ratio_table(ratios: pd.DataFrame) -> pd.DataFrame:
-    """:func:`published_ratios` as the Markdown shows it."""
+    """:func:`published_ratios` as the Markdown shows it: the ratio only under the same protocol."""
+    ratio_text = [f"{r:.2f}" if same else f"— ({other:.2f} under another protocol)"
+                  for r, other, same in zip(ratios["ratio"], ratios["ratio_other_protocol"], ratios["same_protocol"])]
     return pd.DataFrame({
         "task": ratios["task"], "model": ratios["model"], "ablation": ratios["ablation"], "preset": ratios["preset"],
         "jobs": ratios["jobs"],
         "ours": [_cell(m, s, n, "mae", flagged)  # values already in the table's unit
                  for m, s, n, flagged in zip(ratios["ours_mean"], ratios["ours_std"], ratios["jobs"], ratios["flagged_jobs"])],
         "published": [f"{m}: {v:.4g}" for m, v in zip(ratios["published_model"], ratios["published_value"])],
-        "ratio": [f"{r:.2f}" for r in ratios["ratio"]],
+        "protocol": [protocol_description(o, d, p) for o, d, p in
+                     zip(ratios["ours_protocol"], ratios["protocol_deviations"], ratios["protocol"])],
+        "ratio": ratio_text,
     })  # fmt: skip
 
 
@@ -249,7 +282,9 @@ def load_published(path: str | Path | None, dataset: str) -> list[dict[str, Any]
     if not path:
         return []
     scores = yaml.safe_load(Path(path).read_text())["scores"]
-    return [s for s in scores if dataset == s.get("dataset") or dataset in s.get("datasets", [])]
+    chosen = [s for s in scores if dataset == s.get("dataset") or dataset in s.get("datasets", [])]
+    check_score_protocols(chosen, str(path))
+    return chosen
 
 
 def flag_notes(runs: pd.DataFrame) -> list[str]:
@@ -260,8 +295,9 @@ def flag_notes(runs: pd.DataFrame) -> list[str]:
 
 
 RATIO_NOTE = ("ratio = our mean / the published value, for the published score that names our model (`ours:` in "
-              "the scores file); the published protocol (folds, epochs, splits) is its source's, ours is the "
-              "configuration's.")
+              "the scores file), given only where our run used the score's protocol (`protocol:` in the scores file, "
+              "config/protocols.yaml: recipe, validation, weights tested, target scaling) and changed none of its "
+              "keys; elsewhere the quotient is shown in brackets, as a comparison of numbers made in different ways.")
 
 
 def write_tables(dataset: str, run_dirs: list[Path], published_path: str | Path | None, out_prefix: Path) -> pd.DataFrame:

@@ -84,6 +84,49 @@ def redact_uri(uri: str) -> str:
     return urlunsplit(parts._replace(netloc=netloc))
 
 
+def uri_secrets(uri: str) -> list[str]:
+    """The strings of a URI that must reach no log: its password and its user:password pair,
+    as written and percent-decoded (longest first, so a pair is hidden before its parts)."""
+    from urllib.parse import unquote, urlsplit
+
+    netloc = urlsplit(uri).netloc
+    if "@" not in netloc:
+        return []
+    userinfo = netloc.rsplit("@", 1)[0]
+    user, _, password = userinfo.partition(":")
+    found = {userinfo, unquote(userinfo)} | ({password, unquote(password)} if password else set())
+    return sorted((text for text in found if text), key=len, reverse=True)
+
+
+class RedactingStream:
+    """A text stream that writes through to ``stream`` with every secret replaced by ``***``
+    (for the output of libraries we cannot tell to redact, e.g. MLflow's "View run ... at: <uri>")."""
+
+    def __init__(self, stream: Any, secrets: list[str]) -> None:
+        self.stream, self.secrets = stream, secrets
+
+    def redact(self, text: str) -> str:
+        for secret in self.secrets:
+            text = text.replace(secret, "***")
+        return text
+
+    def write(self, text: str) -> int:
+        self.stream.write(self.redact(text))
+        return len(text)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.stream, name)
+
+
+def redact_process_output(uri: str) -> None:
+    """From now on, hide the URI's credentials in everything this process writes to standard
+    output and error (our messages, libraries' prints and log records, warnings, a traceback)."""
+    secrets = uri_secrets(uri)
+    if secrets:
+        sys.stdout = RedactingStream(sys.stdout, secrets)
+        sys.stderr = RedactingStream(sys.stderr, secrets)
+
+
 def is_remote(tracking_uri: str) -> bool:
     return tracking_uri.split(":", 1)[0].lower() in {"http", "https"}
 

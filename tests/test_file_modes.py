@@ -20,7 +20,7 @@ from prdnet.data.tables import crystals_table
 from prdnet.data.validate import ValidationRules
 from prdnet.io import atomic_path, write_json, write_parquet, write_text
 from prdnet.report import write_tables
-from prdnet.train import TrainingConfig, TrainingJob, run_training
+from prdnet.training import TrainingConfig, TrainingJob, run_training
 
 TINY_CGCNN = {"name": "cgcnn", "preset": "small", "diffraction": None}
 

@@ -16,7 +16,7 @@ from prdnet.data.sources import load_source
 from prdnet.data.splits import matbench_splits
 from prdnet.guards import NonFiniteError, SanityThresholds, dummy_prediction, sanity_flags
 from prdnet.report import write_matbench_results
-from prdnet.train import run_dummy, run_training
+from prdnet.training import run_dummy, run_training
 from tests.test_train import dataset, make_job  # noqa: F401  (the tiny trained dataset fixture)
 
 # --- The Dummy reproduces the MatBench leaderboard's Dummy -----------------------------------
@@ -141,7 +141,7 @@ def test_a_train_eval_mismatch_is_flagged(dataset, tmp_path, broken_models):  # 
 
 
 def test_a_non_finite_loss_fails_the_job_with_a_clear_message(dataset, tmp_path, broken_models):  # noqa: F811
-    with pytest.raises(NonFiniteError, match=r"training loss \(epoch 1, batch 1; crystals \[.*\]\) is nan"):
+    with pytest.raises(NonFiniteError, match=r"training loss \(epoch 1, batch 1; crystals \[.*\]; the training targets span \[.*\].*\) is nan"):
         run_training(make_job(dataset, tmp_path, spec={"name": "nan"}))
     assert not (Path(tmp_path) / "metrics.json").exists()
 

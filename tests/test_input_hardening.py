@@ -22,7 +22,7 @@ from prdnet.data.splits import random_split, read_split, write_splits
 from prdnet.data.tables import crystals_table, read_crystals
 from prdnet.data.validate import ValidationRules
 from prdnet.io import write_parquet
-from prdnet.train import TrainingConfig, TrainingJob, run_training
+from prdnet.training import TrainingConfig, TrainingJob, run_training
 
 from test_prepare import record
 
@@ -110,7 +110,7 @@ def test_absurd_targets_are_rejected_for_their_task_only(tmp_path):
     _, rejects, crystals = prepare_lines(tmp_path, lines)
     reasons = {(r["id"], r["task"]): r["reason"] for r in rejects}
     assert reasons[("mp-huge", "formation_energy")].startswith("implausible target: 1e+30 outside [-10.0, 10.0]")
-    assert reasons[("mp-inf32", "formation_energy")].startswith("implausible target: 1e+39")
+    assert reasons[("mp-inf32", "formation_energy")].startswith("target beyond float32: 1e+39")
     assert reasons[("mp-neg-gap", "band_gap")].startswith("implausible target: -5 outside [0.0, 30.0]")
     # the crystal stays for its other tasks; the rejected target is gone from the table
     targets = dict(zip(crystals.ids, crystals.targets["formation_energy"]))
@@ -171,6 +171,6 @@ def test_a_non_finite_training_loss_fails_the_job(mp_embedded_path, tmp_path):
         unit="eV/atom", model_spec={"name": "cgcnn", "preset": "small"}, training=TrainingConfig(epochs=1, batch_size=4),
         out_dir=tmp_path / "job",
     )  # fmt: skip
-    with pytest.raises(FloatingPointError, match=r"training loss \(epoch \d+, batch \d+; crystals \[.*mp-.*\]\) is (nan|inf)"):
+    with pytest.raises(FloatingPointError, match=r"training loss \(epoch \d+, batch \d+; crystals \[.*mp-.*\]; the training targets span \[.*\].*\) is (nan|inf)"):
         run_training(job)
     assert not (tmp_path / "job" / "metrics.json").exists()

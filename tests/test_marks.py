@@ -28,7 +28,7 @@ BIN = Path(sys.executable).parent
         ("sbatch --wrap true", ("service", "sbatch")),
         ([sys.executable, "-m", "prdnet.gpu_slots", "--gpus", "1", "--", "true"], None),
         (["git", "rev-parse", "HEAD"], None),
-        ([sys.executable, "-c", "import prdnet.train"], None),
+        ([sys.executable, "-c", "import prdnet.training"], None),
     ],
     ids=["snakemake", "prdnet", "torchrun", "mlflow-ui", "chromium", "postgres", "slurm-shell", "gpu-slots", "git",
          "python"],

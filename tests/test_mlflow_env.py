@@ -9,9 +9,24 @@ import time
 import pytest
 
 from prdnet.cli import main
-from prdnet.tracking import TrackingServerError, check_server, default_tracking_uri, redact_uri
+from prdnet.tracking import (RedactingStream, TrackingServerError, check_server, default_tracking_uri, redact_uri,
+                             uri_secrets)
 from test_tracking import write_job
 from cluster.services import free_port
+
+
+def test_a_library_line_carrying_the_credentials_is_written_without_them():
+    import io
+
+    uri = "http://alice:s3cret%21x@mlflow.example.org:5000"
+    assert uri_secrets(uri) == ["alice:s3cret%21x", "alice:s3cret!x", "s3cret%21x", "s3cret!x"]
+    sink = io.StringIO()
+    stream = RedactingStream(sink, uri_secrets(uri))
+    stream.write(f"🏃 View run cgcnn at: {uri}/#/experiments/1/runs/abc\n")
+    stream.write("password s3cret!x in a message\n")
+    assert "s3cret" not in sink.getvalue() and "alice" not in sink.getvalue()
+    assert "View run cgcnn at: http://***@mlflow.example.org:5000/#/experiments/1/runs/abc" in sink.getvalue()
+    assert uri_secrets("http://127.0.0.1:5000") == []
 
 
 def test_credentials_are_redacted():

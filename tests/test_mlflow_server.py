@@ -10,6 +10,7 @@ Needs root and `apt-get install postgresql`; skipped elsewhere, a failure in CI 
 from __future__ import annotations
 
 import json
+import os
 
 import pytest
 
@@ -89,6 +90,30 @@ def test_importing_again_adds_no_run(server, workdir):
     assert result.returncode == 0, output[-4000:]
     assert (ledger(workdir)["imported"], ledger(workdir)["skipped"]) == (0, JOBS)
     assert len(server_runs(server)) == JOBS
+
+
+def test_a_password_in_the_tracking_uri_reaches_no_file_under_the_results(server, workdir):
+    """The import as the workflow runs it (URI from the environment, output to its log), into a
+    new experiment so that MLflow prints its "View run ... at: <uri>" line for every run."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    password = "s3cret-Pa55word"
+    uri = server.uri.replace("://", f"://prdnet-user:{password}@", 1)
+    metrics = sorted(str(p.relative_to(workdir)) for p in (workdir / "results").rglob("metrics.json"))
+    log = workdir / "results" / "logs" / "mlflow_import_password.log"
+    with open(log, "w") as handle:
+        result = subprocess.run(
+            [str(Path(sys.executable).parent / "prdnet"), "mlflow-import", "--metrics", *metrics, "--results-dir", "results",
+             "--experiment", "prdnet-bench-password", "--tracking-uri-from-env", "--out", "results/mlflow_import_password.json"],
+            cwd=workdir, env={**os.environ, "MLFLOW_TRACKING_URI": uri}, stdout=handle, stderr=subprocess.STDOUT,
+            timeout=600)  # fmt: skip
+    text = log.read_text()
+    assert result.returncode == 0, text[-4000:]
+    assert "View run" in text and "http://***@127.0.0.1" in text  # MLflow's own lines, redacted
+    leaking = [str(path) for path in (workdir / "results").rglob("*") if path.is_file() and password.encode() in path.read_bytes()]
+    assert leaking == []
 
 
 def test_a_server_that_is_down_fails_only_the_import_and_loses_nothing(server, workdir):

@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from prdnet.train import TrainingConfig, TrainingJob, run_training
+from prdnet.training import TrainingConfig, TrainingJob, run_training
 from training_jobs import LABELS, RECIPE, TASK, build_dataset
 
 # CGCNN with the paper's diffraction plug-in (PRDNet's angular summary, prdnet/models/basis.py,

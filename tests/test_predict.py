@@ -15,7 +15,7 @@ from prdnet.data.shards import featurize_dataset
 from prdnet.data.splits import random_split, write_splits
 from prdnet.data.validate import ValidationRules
 from prdnet.predict import PredictError, graph_params, predict_to_csv
-from prdnet.train import TrainingConfig, TrainingJob, run_training
+from prdnet.training import TrainingConfig, TrainingJob, run_training
 from test_own_data import DATASETS, FIXTURES
 
 TASK = "heat_of_formation"
@@ -103,4 +103,13 @@ def test_graph_parameters_come_from_the_recorded_fields(jobs):
 
 def test_an_unfinished_job_is_a_clear_error(tmp_path):
     with pytest.raises(PredictError, match="not a finished training job"):
+        predict_to_csv([tmp_path], FIXTURES / "cif_folder", tmp_path / "out.csv")
+
+
+def test_a_job_folder_above_its_seeds_points_to_them(tmp_path):
+    for seed in ("seed0", "seed1"):
+        (tmp_path / seed).mkdir()
+        (tmp_path / seed / "metrics.json").write_text("{}")
+    with pytest.raises(PredictError, match=rf"a job is one seed's folder, e.g. {tmp_path / 'seed0'} "
+                                           r"\(finished seeds here: seed0, seed1\)"):  # fmt: skip
         predict_to_csv([tmp_path], FIXTURES / "cif_folder", tmp_path / "out.csv")

@@ -15,7 +15,7 @@ import torch
 
 from prdnet.checkpoint import CHECKPOINT_FILE, CheckpointMismatch, save_checkpoint
 from prdnet.preemption import RESUMABLE_EXIT_STATUS, StopRequest
-from prdnet.train import TrainingConfig, TrainingJob, run_training, training_identity
+from prdnet.training import TrainingConfig, TrainingJob, run_training, training_identity
 from training_jobs import (LABELS, RECIPE, TASK, TINY_PRDNET, build_dataset, interrupt_after, outputs, run,
                            train_command)  # fmt: skip
 
@@ -40,7 +40,7 @@ def test_the_job_log_has_one_progress_line_per_epoch_and_no_progress_bar(straigh
     lines = [line for line in log.splitlines() if line.startswith("epoch ")]
     assert len(lines) == RECIPE["epochs"]
     for epoch, line in enumerate(lines, start=1):
-        assert re.fullmatch(rf"epoch {epoch}/{RECIPE['epochs']}  train_loss \S+  val_mae \S+  lr \S+  "
+        assert re.fullmatch(rf"epoch {epoch}/{RECIPE['epochs']}  train_loss \S+  train_mae \S+  val_mae \S+  lr \S+  "
                             r"[\d.]+ s/epoch  ETA \d+ s", line), line  # fmt: skip
     assert "\r" not in log and "it/s" not in log  # tqdm only on a terminal
     history = pd.read_csv(straight / "history.csv")  # the same per epoch, imported into MLflow as metric steps

@@ -171,7 +171,7 @@ def python_start_s() -> float:
     import time
 
     start = time.perf_counter()
-    subprocess.run([sys.executable, "-c", "import prdnet.train"], check=True, timeout=300)
+    subprocess.run([sys.executable, "-c", "import prdnet.training"], check=True, timeout=300)
     return time.perf_counter() - start
 
 
@@ -183,7 +183,7 @@ def epochs_lasting(seconds: float, spec: dict, mp_embedded_path, folder) -> int:
 
     import torch
 
-    from prdnet.train import TrainingConfig, TrainingJob, run_training
+    from prdnet.training import TrainingConfig, TrainingJob, run_training
     from training_jobs import LABELS, TASK, build_dataset
 
     dataset = build_dataset(folder, mp_embedded_path, spec)
@@ -267,7 +267,7 @@ def test_a_job_longer_than_its_time_limit_is_stopped_and_completes_after_resubmi
     # Snakemake empties the log before each attempt: the last one tells how the earlier ones ended
     log = (remote / "results" / "logs" / "train" / f"{run}.log").read_text()
     resumed = [line for line in log.splitlines() if line.startswith("resuming from")]
-    assert resumed and re.search(r"earlier stops: attempt 1: SIGTERM (in|after) epoch \d+", resumed[0]), log[-3000:]
+    assert resumed and re.search(r"earlier stops by a signal: attempt 1: SIGTERM (in|after) epoch \d+", resumed[0]), log[-3000:]
     print(f"{epochs} epochs, {len(calls)} submissions; {resumed[0]}")
 
     expected_dir, got_dir = local / "results" / run, remote / "results" / run

@@ -17,7 +17,7 @@ from prdnet.data.splits import random_split, write_splits
 from prdnet.data.tables import crystals_table
 from prdnet.data.validate import ValidationRules
 from prdnet.io import write_parquet
-from prdnet.train import TrainingConfig, TrainingJob, run_training
+from prdnet.training import TrainingConfig, TrainingJob, run_training
 
 TASKS = ["formation_energy", "is_metal"]
 TINY_PRDNET = {"name": "prdnet", "preset": "small", "hyperparameters": {"backbone": {"channels": 16, "layers": 1, "heads": 2, "head_dim": 8}}}
@@ -92,3 +92,10 @@ def test_classification_reports_accuracy_and_roc_auc(dataset, tmp_path):
     assert 0.0 <= metrics["test_accuracy"] <= 1.0 and "test_roc_auc" in metrics
     predictions = pd.read_parquet(tmp_path / "predictions.parquet")
     assert set(predictions["predicted"]) <= {0.0, 1.0} and predictions["probability"].between(0, 1).all()
+
+
+def test_two_identical_runs_write_identical_model_bytes(dataset, tmp_path):
+    run_training(make_job(dataset, tmp_path / "first"))
+    run_training(make_job(dataset, tmp_path / "second"))
+    assert (tmp_path / "first" / "model.pt").read_bytes() == (tmp_path / "second" / "model.pt").read_bytes()
+    assert not list((tmp_path / "first").glob(".*.tmp"))

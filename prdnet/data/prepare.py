@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import io
 import math
+import re
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -34,8 +35,10 @@ def rejects_csv(rejects: list[Reject]) -> str:
 
 
 def reason_class(reason: str) -> str:
-    """The kind of a reject reason ('atoms too close: 0.3 Å' → 'atoms too close')."""
-    return reason.split(":")[0]
+    """The kind of a reject reason: its text up to the first ':' or '(' ('atoms too close: 0.3 Å'
+    → 'atoms too close'; 'no usable target for any task (band_gap: missing target)' → 'no usable
+    target for any task'), never cut inside brackets."""
+    return re.split(r"[:(]", reason, maxsplit=1)[0].strip()
 
 
 def collect_entries(

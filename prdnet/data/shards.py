@@ -12,7 +12,8 @@ metadata holds the recipe and featurizer version (``prdnet.featurizer``), its in
 counts (``prdnet.graphs``: crystals, edges, atoms without a neighbour within a radius rule's
 cutoff and their crystals). Shard sets live in a folder named by the digest of the recipe and
 shard count, so changing a field makes a new set; reading refuses shards whose recipes differ.
-Besides the shards the folder holds ``manifest.json``, ``rejects.csv`` (crystals the recipe
+Besides the shards the folder holds ``manifest.json`` (with each shard's SHA-256, checked
+whenever a shard is read: :func:`verify_shards`), ``rejects.csv`` (crystals the recipe
 could not build: a k-NN atom without k neighbours within ``max_cutoff``) and
 ``no_neighbour_atoms.csv`` (id, atoms without a neighbour: they stay in the graph with no
 neighbour edge).
@@ -35,7 +36,7 @@ from prdnet.data.graphs import GraphParams, IsolatedAtomError, featurize_crystal
 from prdnet.data.prepare import rejects_csv
 from prdnet.data.tables import CrystalColumns, GraphColumns, crystals_table, read_crystals, read_graphs, stack_graphs
 from prdnet.data.validate import ALL_TASKS, Reject
-from prdnet.io import decode_metadata, read_parquet_metadata, write_json, write_parquet, write_text
+from prdnet.io import decode_metadata, file_digest, read_parquet_metadata, write_json, write_parquet, write_text
 
 
 def shard_index(material_id: str, n_shards: int) -> int:
@@ -145,27 +146,57 @@ def featurize_dataset(
         "atoms_without_neighbours": int(sum(lonely.values())),
         "crystals_with_atoms_without_neighbours": len(lonely),
         "shards": [shard_file_name(i) for i in range(n_shards)],
+        # SHA-256 of each shard's bytes, checked whenever a shard is read (verify_shards)
+        "checksums": {shard_file_name(i): file_digest(out_dir / shard_file_name(i)) for i in range(n_shards)},
         "validation": summary,
     }
     write_json(out_dir / "manifest.json", manifest)
     return manifest
 
 
+class CorruptShardError(ValueError):
+    """A graph shard that cannot be opened or whose bytes are not those the featurize step wrote."""
+
+
+def _corrupt(path: str | Path, what: str) -> CorruptShardError:
+    return CorruptShardError(f"graph shard {path} {what}: it is corrupt or half-written; delete it and re-run the "
+                             "featurize step (the workflow rebuilds it; no finished training job is lost)")
+
+
+def verify_shards(paths: list[str | Path]) -> None:
+    """Check each shard's bytes against the SHA-256 its folder's ``manifest.json`` recorded when it
+    was written (shard sets from before checksums have none to check). Raises
+    :class:`CorruptShardError` naming the shard and the fix."""
+    manifests: dict[Path, dict[str, str]] = {}
+    for path in map(Path, paths):
+        if path.parent not in manifests:
+            manifest = path.parent / "manifest.json"
+            manifests[path.parent] = json.loads(manifest.read_text()).get("checksums", {}) if manifest.is_file() else {}
+        expected = manifests[path.parent].get(path.name)
+        if expected is None:
+            continue
+        try:
+            found = file_digest(path)
+        except OSError as error:
+            raise _corrupt(path, f"cannot be read ({error})") from error
+        if found != expected:
+            raise _corrupt(path, f"has SHA-256 {found[:12]}…, not the {expected[:12]}… recorded in its manifest.json")
+
+
 def read_shards(paths: list[str | Path]) -> tuple[CrystalColumns, GraphColumns]:
     """Read shards into flat columns.
 
-    A half-written or corrupt shard gives an error naming the file; a mix of shards built
-    with different featurizer parameters is refused.
+    A half-written or corrupt shard (its bytes differ from those recorded in the manifest, or it
+    cannot be opened) gives an error naming the file and the fix; a mix of shards built with
+    different featurizer parameters is refused.
     """
+    verify_shards(paths)
     tables, identities = [], {}
     for path in paths:
         try:
             table = pq.read_table(path)
         except (pa.ArrowInvalid, OSError) as error:
-            raise ValueError(
-                f"cannot read graph shard {path}: {error}. It is corrupt or half-written; "
-                "delete it and re-run the featurize step."
-            ) from error
+            raise _corrupt(path, f"cannot be read ({error})") from error
         identities[str(path)] = decode_metadata(table.schema).get("prdnet.featurizer")
         tables.append(table)
     if len({json.dumps(v, sort_keys=True) for v in identities.values()}) > 1:
@@ -175,13 +206,18 @@ def read_shards(paths: list[str | Path]) -> tuple[CrystalColumns, GraphColumns]:
 
 
 def shard_recipe(path: str | Path) -> dict[str, Any]:
-    """The recipe identity (:meth:`GraphParams.identity`) a shard was built with."""
-    return read_parquet_metadata(path).get("prdnet.featurizer", {})
+    """The recipe identity (:meth:`GraphParams.identity`) a shard was built with (an unreadable
+    shard is a :class:`CorruptShardError` naming it)."""
+    try:
+        return read_parquet_metadata(path).get("prdnet.featurizer", {})
+    except (pa.ArrowInvalid, OSError) as error:
+        raise _corrupt(path, f"cannot be read ({error})") from error
 
 
 def check_shard_recipe(paths: list[str | Path], params: GraphParams) -> None:
     """Raise ``ValueError`` naming the shard if any was built with another recipe than ``params``
-    (a training job given the shards of another model's recipe)."""
+    (a training job given the shards of another model's recipe), or is corrupt."""
+    verify_shards(paths)
     expected = params.identity()
     for path in paths:
         found = shard_recipe(path)

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-
 from typing import Any
 
 import numpy as np
@@ -90,16 +89,29 @@ def structure_problem(structure: Structure, rules: ValidationRules) -> str | Non
     return None
 
 
-def target_problem(value: float | None, bounds: tuple[float | None, float | None] | list, kind: str = "regression") -> str | None:
-    """Why a target value is unusable (missing, non-finite, outside ``[low, high]``, or a class label
-    that is not a non-negative integer), or ``None``."""
+FLOAT32_MAX = float(np.finfo(np.float32).max)
+"""The largest target a model computes with (float32): beyond it a target becomes inf in training."""
+
+
+def target_problem(value: float | None, bounds: tuple[float | None, float | None] | list, kind: str = "regression",
+                   bounds_from: str = "validation.target_bounds") -> str | None:
+    """Why a target value is unusable (missing, a boolean given for a regression target, non-finite,
+    beyond float32, outside ``[low, high]``, or a class label that is not a non-negative integer),
+    or ``None``. ``bounds_from`` names where the bounds come
+    from (a config key, or the source's default range), for the reason."""
     if value is None:
         return "missing target"
+    if isinstance(value, (bool, np.bool_)):
+        if kind == "classification":
+            return None
+        return f"not a number: {value} (a boolean; a regression target needs a number)"
     if not math.isfinite(value):
         return f"non-finite target: {value}"
+    if abs(value) > FLOAT32_MAX:
+        return f"target beyond float32: {value:g} (|value| > {FLOAT32_MAX:.4g}, the largest a model computes with)"
     low, high = bounds
     if (low is not None and value < low) or (high is not None and value > high):
-        return f"implausible target: {value:g} outside [{low}, {high}] (validation.target_bounds)"
+        return f"implausible target: {value:g} outside [{low}, {high}] ({bounds_from})"
     if kind == "classification" and (value < 0 or value != int(value)):
         return f"invalid class label: {value:g} (a non-negative integer is needed)"
     return None
@@ -123,8 +135,14 @@ def validate_entry(
     rejects = []
     for task in tasks:
         info = (task_info or {}).get(task)
-        bounds = rules.target_bounds.get(task, info.bounds if info is not None else (None, None))
-        problem = target_problem(entry.targets.get(task), tuple(bounds), info.kind if info is not None else "regression")
+        if task in rules.target_bounds:
+            bounds, bounds_from = rules.target_bounds[task], f"validation.target_bounds.{task}"
+        else:
+            bounds = info.bounds if info is not None else (None, None)
+            bounds_from = (info.bounds_key if info is not None and info.bounds_key else
+                           f"the source's plausible range; validation.target_bounds.{task} replaces it")  # fmt: skip
+        problem = target_problem(entry.targets.get(task), tuple(bounds), info.kind if info is not None else "regression",
+                                 bounds_from)  # fmt: skip
         if problem is not None:
             rejects.append(Reject(entry.id, task, problem))
     if len(rejects) == len(tasks) and tasks:

@@ -7,7 +7,8 @@ only ``if hasattr(data, 'pos')`` (prdnet/model.py L296), and the graphs it build
 ``pos`` (prdnet/graphs.py L466). So
 
 * ``variant: reference`` is the backbone that produced the published numbers (preset
-  ``reference``), and
+  ``reference``, on the released trainer's graph as it ran; preset ``reference_invariant``, the
+  same backbone on an invariant graph: see the graph bullet below), and
 * ``variant: paper`` is the paper's text, section "Crystal Attention Structure Modeling"
   (presets ``small`` and ``paper``),
 
@@ -71,13 +72,15 @@ Deliberate deviations of ``variant: reference`` from the official code:
       ``angle_init_layers`` (model.py L136-148), ``fc_norms`` (L186) and the diffraction
       branch ``DiffractionIntegration`` (L214-221, 1,498,796 parameters). The official model
       counts 23,184,813 parameters, of which 21,325,569 take part in a forward pass.
-    * the graph is the graph recipe's (``prdnet_reference`` in config/models.yaml: 12 nearest
-      neighbours with ties from an 8 Å search, 12 lattice self-edges ±a, ±b, ±c, ±(a+b),
-      ±(a+c), ±(b+c), and the reverse of every k-NN edge, as prdnet/graphs.py L242-304 with
-      L375); the model adds no edges itself. Where the official graph builder differs from the
-      recipe (a crystal whose search radius had to be widened gets no lattice self-edges there,
-      L265-271), that is the recipe's business
-      (:mod:`prdnet.data.graphs`), not the model's.
+    * the graph is the graph recipe's; the model adds no edges itself. Preset ``reference``
+      reads ``prdnet_reference`` (config/models.yaml), the graph the released trainer builds,
+      edge for edge (trainer.py L600-610, prdnet/graphs.py L242-384: the 12 nearest in the
+      stored cell, exact ties, 12 lattice self-edges ±a, ±b, ±c, ±(a+b), ±(a+c), ±(b+c) but
+      none in a crystal whose search radius was widened, mutual neighbours twice each way), so
+      it reproduces the released model as it ran; its self-edges and multiplicities follow the
+      stored cell, so it is not invariant to the choice of cell. Preset ``reference_invariant``
+      reads ``prdnet_reference_invariant``: the same rule in the canonical cell, each edge
+      once, 12 self-edges (:mod:`prdnet.data.graphs`).
 
 How the layers compute it (issue 13; outputs as the direct per-edge evaluation to float
 rounding, tests/test_prdnet_fast_equivalence.py). W_msg v_ij = W_a W_v h_i + W_b W_v h_j +

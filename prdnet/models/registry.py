@@ -147,7 +147,7 @@ def resolve_spec(spec: Mapping[str, Any], presets: Mapping[str, Any] | None = No
     Applies preset → ``hyperparameters`` overrides → ablations, in that order. ``graph`` is the
     name of the preset's graph recipe (``default`` when the preset names none) and
     ``training`` the preset's training recipe with the spec's ``training`` overrides (the
-    workflow's ``training`` block is applied on top by :func:`prdnet.train.resolve_training`).
+    workflow's ``training`` block is applied on top by :func:`prdnet.training.resolve_training`).
     """
     presets = load_presets() if presets is None else presets
     name = spec["name"]

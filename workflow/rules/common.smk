@@ -1,16 +1,24 @@
 import json
 import os
 import shlex
+import sys
+from pathlib import Path
 
 from snakemake.exceptions import WorkflowError
 
-from prdnet.config import check_device, check_files, dataset_folds, training_for_seed, training_seeds, validate_config, workflow_names
+from prdnet.config import check_device, check_files, check_startup, dataset_folds, training_for_seed, training_seeds, validate_config, workflow_names
 from prdnet.guards import DUMMY_MODEL
+from prdnet.run_summary import write_run_summary
 from dataclasses import asdict
 
 from prdnet.data.recipes import DEFAULT_RECIPE, graph_recipe_for, graph_recipes
 from prdnet.data.shards import shard_file_name, shard_set_digest
 from prdnet.models.registry import load_presets, resolve_spec
+from prdnet.training.recipe import protocol_recipe
+
+# The rules run `prdnet`, installed beside the Python that runs Snakemake (.venv/bin): put that
+# folder first on the jobs' PATH, so `.venv/bin/snakemake ...` works without activating the venv.
+os.environ["PATH"] = os.pathsep.join([os.path.dirname(sys.executable), os.environ.get("PATH", "")])
 
 if not config:
     raise WorkflowError(
@@ -25,8 +33,8 @@ check_files(config, warn_only=True)
 
 
 onstart:
-    check_files(config)
-    check_device(config, jobs_run_here=workflow.local_exec)  # cuda: CUDA here when the jobs run here
+    # the same checks as `prdnet check-config`; cuda: CUDA here when the jobs run here
+    check_startup(config, jobs_run_here=workflow.local_exec)
 
 
 RESULTS = config["results_dir"]
@@ -139,6 +147,27 @@ def run_dir(job):
     return f"{RESULTS}/" + RUN.format(**job)
 
 
+def summarise_run():
+    """The run's end on the console and in <results_dir>/run_summary.txt: finished, flagged and
+    unfinished training jobs (prdnet.run_summary)."""
+    jobs = training_jobs()
+    try:
+        text = write_run_summary(RESULTS, [Path(run_dir(job)) for job in jobs],
+                                 [Path(f"{RESULTS}/logs/train/" + RUN.format(**job) + ".log") for job in jobs])
+    except OSError as error:  # e.g. the results folder could not be made: the run's own error says why
+        print(f"no run summary: {error}", file=sys.stderr, flush=True)
+        return
+    print(text, file=sys.stderr, flush=True)
+
+
+onsuccess:
+    summarise_run()
+
+
+onerror:
+    summarise_run()
+
+
 def model_spec(wildcards):
     if wildcards.model == DUMMY_MODEL:
         return {"name": DUMMY_MODEL}
@@ -149,10 +178,15 @@ def model_spec(wildcards):
 
 
 def tracked_model(wildcards):
-    """The resolved model spec of a job (preset of config/models.yaml, overrides, diffraction and
-    ablation): a train param, so editing a preset re-runs exactly the jobs that use it."""
+    """The resolved model spec of a job (preset of config/models.yaml, overrides, diffraction,
+    ablation and the recipe of its protocol): a train param, so editing a preset or a protocol
+    re-runs exactly the jobs that use it."""
     spec = model_spec(wildcards)
-    return json.dumps(spec if spec["name"] == DUMMY_MODEL else resolve_spec(spec, MODEL_PRESETS), sort_keys=True)
+    if spec["name"] == DUMMY_MODEL:
+        return json.dumps(spec, sort_keys=True)
+    # the recipe its protocol fixes (config/protocols.yaml) over the preset's: editing either re-runs it
+    resolved = {**resolve_spec(spec, MODEL_PRESETS), "training": protocol_recipe(spec)}
+    return json.dumps(resolved, sort_keys=True)
 
 
 def present(*paths):

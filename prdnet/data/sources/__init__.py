@@ -28,6 +28,9 @@ class Task:
     bounds: tuple[float | None, float | None] = (None, None)
     """Plausible range [low, high] of the target in ``unit`` (None = open); a value outside is rejected
     for this task. The config's ``validation.target_bounds`` replaces it per task."""
+    bounds_key: str = ""
+    """The config key the bounds come from (a user's ``targets.<task>.bounds``), named in a reject's
+    reason; empty for a source's own default range."""
 
 
 @dataclass

@@ -34,6 +34,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from pymatgen.core import Structure
 
 from prdnet.data.ids import normalise_id
@@ -55,7 +56,8 @@ def tasks_from_config(options: dict[str, Any]) -> dict[str, Task]:
     tasks = {}
     for name, spec in options["targets"].items():
         bounds = tuple(spec.get("bounds") or (None, None))
-        tasks[name] = Task(name, spec.get("kind", "regression"), spec.get("unit", ""), f"column {spec['column']}", bounds)
+        tasks[name] = Task(name, spec.get("kind", "regression"), spec.get("unit", ""), f"column {spec['column']}", bounds,
+                           bounds_key=f"targets.{name}.bounds" if spec.get("bounds") else "")
     return tasks
 
 
@@ -169,10 +171,13 @@ def structure_from_file(path: Path) -> tuple[Structure | None, str | None]:
 
 
 def target_value(value: Any, per_atom: bool, structure: Structure | None) -> float | None:
-    """A target cell as a float (booleans 1.0 / 0.0; empty or non-numeric text is missing);
-    divided by the number of sites when ``per_atom``."""
+    """A target cell as a float (empty or non-numeric text is missing); divided by the number of
+    sites when ``per_atom``. A boolean stays a boolean: validation takes it as a class label and
+    rejects it as a regression target (:func:`prdnet.data.validate.target_problem`)."""
     if value is None or (isinstance(value, str) and not value.strip()):
         return None
+    if isinstance(value, (bool, np.bool_)):
+        return bool(value)
     try:
         number = float(value)
     except (TypeError, ValueError):
