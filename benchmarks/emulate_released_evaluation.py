@@ -79,7 +79,7 @@ def released_style_mae(train_true: np.ndarray, test_true: np.ndarray, test_predi
 
 def job_rows(results: Path) -> list[dict[str, Any]]:
     """One row per finished model job under ``results`` (the Dummy aside)."""
-    rows = []
+    rows, tables = [], {}
     for metrics_path in sorted(results.glob("*/runs/*/*/*/*/*/seed*/metrics.json")):
         job = metrics_path.parent
         run = json.loads((job / "run.json").read_text())
@@ -87,8 +87,9 @@ def job_rows(results: Path) -> list[dict[str, Any]]:
         if tags["model"] == "dummy":
             continue
         split_dir = results / tags["dataset"] / "splits" / tags["task"] / tags["fold"]
-        table = pq.read_table(results / tags["dataset"] / "structures.parquet").to_pandas()
-        targets = table.set_index("id")[f"target.{tags['task']}"]
+        if tags["dataset"] not in tables:  # each dataset's structures file read once
+            tables[tags["dataset"]] = pq.read_table(results / tags["dataset"] / "structures.parquet").to_pandas().set_index("id")
+        targets = tables[tags["dataset"]][f"target.{tags['task']}"]
         train_true = targets.loc[read_split(split_dir / "train.txt")].to_numpy(dtype=float)
         predictions = pd.read_parquet(job / "predictions.parquet")
         true, predicted = predictions["true"].to_numpy(float), predictions["predicted"].to_numpy(float)

@@ -51,16 +51,14 @@ def _describe(error: jsonschema.ValidationError) -> str:
                     f"{', '.join(kinds)} (README, Splits)")
     if error.validator == "oneOf" and error.context:
         # report the alternative whose discriminating constant ("kind") matched
-        by_alternative: dict[int, list[jsonschema.ValidationError]] = {}
-        for sub in error.context:
-            by_alternative.setdefault(sub.relative_schema_path[0], []).append(sub)
-        matching = [errs for errs in by_alternative.values() if not any(e.validator == "const" for e in errs)]
+        matching = [errs for errs in _by_alternative(error).values() if not any(e.validator == "const" for e in errs)]
         if matching:
             return "; ".join(_describe(e) for e in matching[0])
     return f"config key '{_key_path(error)}': {error.message}"
 
 
 def _by_alternative(error: jsonschema.ValidationError) -> dict[int, list[jsonschema.ValidationError]]:
+    """A ``oneOf`` error's sub-errors grouped by the alternative they belong to."""
     groups: dict[int, list[jsonschema.ValidationError]] = {}
     for sub in error.context:
         groups.setdefault(sub.relative_schema_path[0], []).append(sub)

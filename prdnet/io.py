@@ -105,8 +105,6 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
         path.parent.mkdir(parents=True, exist_ok=True)
         remove_orphan_temporaries(path)
         temporary = create_temporary(path)
-    except WriteError:
-        raise
     except OSError as error:
         raise write_error(path, error) from error
     try:

@@ -53,8 +53,6 @@ def summarise(runs: pd.DataFrame) -> pd.DataFrame:
     (task, model, ablation, diffraction); a variant's architecture and preset ride along."""
     keys = ["dataset", "task", "model", "architecture", "preset", "protocol", "protocol_deviations", "ablation",
             "diffraction", "metric", "unit"]
-    if "protocol" not in runs:
-        runs = runs.assign(protocol=NO_PROTOCOL, protocol_deviations="{}")
     flagged = runs.assign(flagged=runs["flags"].fillna("").astype(bool) if "flags" in runs else False)
     grouped = flagged.groupby(keys, sort=True)
     summary = grouped["value"].agg(mean="mean", std=lambda v: float(np.std(v)), n_folds="count")

@@ -183,14 +183,16 @@ def verify_shards(paths: list[str | Path]) -> None:
             raise _corrupt(path, f"has SHA-256 {found[:12]}…, not the {expected[:12]}… recorded in its manifest.json")
 
 
-def read_shards(paths: list[str | Path]) -> tuple[CrystalColumns, GraphColumns]:
+def read_shards(paths: list[str | Path], verify: bool = True) -> tuple[CrystalColumns, GraphColumns]:
     """Read shards into flat columns.
 
     A half-written or corrupt shard (its bytes differ from those recorded in the manifest, or it
     cannot be opened) gives an error naming the file and the fix; a mix of shards built with
-    different featurizer parameters is refused.
+    different featurizer parameters is refused. ``verify=False`` skips the checksums where the
+    caller has just verified them (:func:`check_shard_recipe`).
     """
-    verify_shards(paths)
+    if verify:
+        verify_shards(paths)
     tables, identities = [], {}
     for path in paths:
         try:

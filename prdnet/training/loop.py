@@ -217,7 +217,7 @@ def _run_training(job: TrainingJob, process: Process, device: torch.device, stop
     classification = job.task_kind == "classification"
     splits = fold_parts({name: read_split(job.split_dir / f"{name}.txt") for name in SPLIT_NAMES}, config.validation)
     check_shard_recipe(job.shard_paths, graph_recipe_for(job.model_spec))  # the model's own graphs, or refuse
-    crystals, graphs = read_shards(job.shard_paths)  # once, for all three splits
+    crystals, graphs = read_shards(job.shard_paths, verify=False)  # once, for all three splits; verified just above
     data = {
         name: select_data(crystals, graphs, job.task, ids, classification=classification)
         for name, ids in splits.items()
