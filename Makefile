@@ -18,7 +18,7 @@ PYTEST = PATH="$(BIN):$$PATH" $(BIN)/python -m pytest -n $(TEST_WORKERS) --dist 
 # the unit tests: no workflow run, no service, no network (markers in pyproject.toml)
 UNIT_TESTS := not slow and not workflow and not service and not network
 
-.PHONY: run test test-fast coverage env unlock dry-run plan-paper clean-results report gpu-check
+.PHONY: run test test-fast coverage env unlock dry-run plan-paper clean-results report gpu-check dashboard
 
 env: $(STAMP)
 
@@ -38,6 +38,12 @@ run: $(STAMP)
 # One self-contained HTML file, results/report.html (or <results_dir>/report.html of CONFIG): run after `make run`.
 report: $(STAMP)
 	PATH="$(BIN):$$PATH" $(BIN)/snakemake --profile workflow/profiles/local --configfile $(CONFIG) --cores $(CORES) html_report
+
+# The MLflow UI on the runs of CONFIG (its SQLite store), and the URL that opens on their table
+# (prdnet/dashboard.py); Ctrl-C stops it. With a tracking server: the URL on that server.
+DASHBOARD_PORT ?= 5000
+dashboard: $(STAMP)
+	$(BIN)/python -m prdnet.dashboard --config $(CONFIG) --port $(DASHBOARD_PORT)
 
 # After a kill -9 or a power cut Snakemake's lock on the working directory stays: release it once
 # (no job is lost: every finished job is kept and unfinished ones resume from their checkpoint).

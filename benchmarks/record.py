@@ -43,14 +43,10 @@ def load_average() -> list[float]:
 
 
 def cpu_model() -> str:
-    """The processor's model name (``/proc/cpuinfo``; ``platform.processor()`` elsewhere)."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
+    """The processor's model name (:func:`prdnet.training.cost.cpu_name`: what the jobs record too)."""
+    from prdnet.training.cost import cpu_name
+
+    return cpu_name()
 
 
 def git_commit(root: Path = ROOT) -> dict[str, Any]:

@@ -139,10 +139,10 @@ def sample_structures(
     return [candidates[row] for row in sorted(rows)]
 
 
-def read_embedded_ids(path: str | Path, ids: Sequence[str]) -> list[tuple[str, Structure, dict]]:
+def read_embedded_ids(path: str | Path, ids: Sequence[str], missing_ok: bool = False) -> list[tuple[str, Structure, dict]]:
     """(id, structure, targets) of the embedded entries with these material ids, in the order given.
     Only the lines whose text holds one of the ids are parsed (the file is read once, to its end
-    or to the last id); an id that is not there is an error."""
+    or to the last id); an id that is not there is an error, or with ``missing_ok`` left out."""
     wanted = {material_id: f'"{material_id}"'.encode() for material_id in ids}
     found: dict[str, tuple[str, Structure, dict]] = {}
     with open_binary(path) as handle:
@@ -155,9 +155,9 @@ def read_embedded_ids(path: str | Path, ids: Sequence[str]) -> list[tuple[str, S
             if len(found) == len(wanted):
                 break
     missing = [material_id for material_id in ids if material_id not in found]
-    if missing:
+    if missing and not missing_ok:
         raise ValueError(f"not in {path}: {', '.join(missing)}")
-    return [found[material_id] for material_id in ids]
+    return [found[material_id] for material_id in ids if material_id in found]
 
 
 def is_oblique(structure: Structure, tolerance_degrees: float = 1.0) -> bool:
@@ -191,14 +191,15 @@ def sample_audit_structures(
 
 def audit_crystals(
     path: str | Path, per_kind: int = 1, seed: int = 0, buckets: Sequence[tuple[int, int]] = SIZE_BUCKETS,
-    pseudo_symmetric: Sequence[str] = PSEUDO_SYMMETRIC_IDS,
+    pseudo_symmetric: Sequence[str] = PSEUDO_SYMMETRIC_IDS, missing_ok: bool = False,
 ) -> list[tuple[str, Structure, dict]]:
     """The audited crystals: :func:`sample_audit_structures`, then the ``pseudo_symmetric`` ids
-    (:func:`read_embedded_ids`) that fit the largest bucket and were not drawn already."""
+    (:func:`read_embedded_ids`; those absent from a smaller file left out with ``missing_ok``)
+    that fit the largest bucket and were not drawn already."""
     drawn = sample_audit_structures(path, per_kind, seed=seed, buckets=buckets)
     largest = max(high for _, high in buckets)
     ids = [material_id for material_id in pseudo_symmetric if material_id not in {c[0] for c in drawn}]
-    extra = read_embedded_ids(path, ids) if ids else []
+    extra = read_embedded_ids(path, ids, missing_ok) if ids else []
     return drawn + [crystal for crystal in extra if len(crystal[1]) <= largest]
 
 
@@ -513,6 +514,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--threads", type=int, default=1, help="torch threads (the graphs are small)")
     parser.add_argument("--pseudo-symmetric", nargs="*", default=list(PSEUDO_SYMMETRIC_IDS), metavar="ID",
                         help="embedded ids audited besides the drawn crystals (default: %(default)s; none: no ids)")
+    parser.add_argument("--skip-absent-ids", action="store_true",
+                        help="leave out pseudo-symmetric ids the data file does not hold (a subset of the embedded file)")
     labels = list(audited_models(parser.parse_known_args(argv)[0].preset))
     parser.add_argument("--models", nargs="+", default=None, choices=labels, metavar="MODEL",
                         help=f"models to audit (default all: {', '.join(labels)})")
@@ -520,7 +523,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     torch.set_num_threads(args.threads)
     path = Path(args.data) if args.data else embedded_data_path(args.config)
     buckets = [(low, min(high, args.max_atoms)) for low, high in SIZE_BUCKETS if low <= args.max_atoms]
-    crystals = audit_crystals(path, args.per_kind, args.seed, buckets, args.pseudo_symmetric)
+    crystals = audit_crystals(path, args.per_kind, args.seed, buckets, args.pseudo_symmetric, args.skip_absent_ids)
     structures = [structure for _, structure, _ in crystals]
     rows = []
     for label in args.models or labels:

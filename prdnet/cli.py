@@ -59,31 +59,57 @@ def download(args: argparse.Namespace) -> None:
     print(f"{args.dataset}: downloaded {json.dumps(meta, sort_keys=True)}")
 
 
+def require_intact_structures(path: str, step: str) -> None:
+    """Stop the step with the checksum error's message (file and fix) if ``structures.parquet``
+    is not the file prepare wrote (:func:`prdnet.data.checksums.verify_structures`)."""
+    from prdnet.data.checksums import DataChecksumError, verify_structures
+
+    try:
+        verify_structures(path)
+    except DataChecksumError as error:
+        sys.exit(f"prdnet {step}: {error}")
+
+
 def split(args: argparse.Namespace) -> None:
-    from prdnet.data.splits import make_splits, write_splits
-    from prdnet.data.tables import read_crystals
-    from prdnet.io import write_json
+    from prdnet.data.split_step import split_dataset
 
-    from prdnet.io import decode_metadata
-
-    table = pq.read_table(args.structures)
-    crystals = read_crystals(table)
+    require_intact_structures(args.structures, "split")
     official = json.loads(Path(args.official_folds).read_text())
-    candidates = decode_metadata(table.schema).get("prdnet.summary", {}).get("split_candidates")
-    splits, summary = make_splits(crystals.ids, crystals.targets, args.split, official, candidates)
-    write_splits(splits, args.out_dir)
-    write_json(Path(args.out_dir) / "summary.json", summary)
-    for task, folds in summary.items():
+    result = split_dataset(args.structures, official, args.groups, args.split, args.leakage, args.out_dir)
+    for task, folds in result["summary"].items():
         for fold, counts in folds.items():
             unusable = len(counts["unusable_test_ids"])
+            audit = result["leakage"][task][fold]["test"]
             print(f"{task} {fold}: train {counts['train']}, val {counts['val']}, test {counts['test']}"
-                  + (f", {unusable} official test ids unusable (see rejects.csv)" if unusable else ""))
+                  + (f" (held out: {counts['cluster']})" if "cluster" in counts else "")
+                  + (f", {unusable} official test ids unusable (see rejects.csv)" if unusable else "")
+                  + f"; test crystals sharing with train: {audit['duplicate']} duplicates, {audit['polymorph']} polymorphs, "
+                  f"{audit['prototype']} prototypes (leakage.json)")
+
+
+def groups(args: argparse.Namespace) -> None:
+    import time
+
+    from prdnet.data.crystal_groups import MatcherTolerances, crystal_groups
+    from prdnet.data.tables import read_crystals
+    from prdnet.io import write_parquet
+
+    require_intact_structures(args.structures, "groups")
+    started = time.perf_counter()
+    crystals = read_crystals(pq.read_table(args.structures))
+    table = crystal_groups(crystals, MatcherTolerances.from_config(args.matcher), args.workers)
+    write_parquet(args.out, table)
+    clusters = len(set(table["duplicate_cluster"].to_pylist()))
+    print(f"{len(crystals.ids)} crystals: {clusters} duplicate clusters, {len(set(table['reduced_formula'].to_pylist()))} "
+          f"formulas, {len(set(table['prototype'].to_pylist()))} prototypes; {args.workers} workers, "
+          f"{time.perf_counter() - started:.1f} s")
 
 
 def featurize(args: argparse.Namespace) -> None:
     from prdnet.data.graphs import GraphParams
     from prdnet.data.shards import featurize_dataset
 
+    require_intact_structures(args.structures, "featurize")
     options = dict(args.featurizer)
     n_shards = options.pop("n_shards")
     manifest = featurize_dataset(args.structures, args.out_dir, GraphParams(**options), n_shards, args.workers)
@@ -91,9 +117,17 @@ def featurize(args: argparse.Namespace) -> None:
 
 
 def train(args: argparse.Namespace) -> None:
+    from prdnet.data.checksums import DataChecksumError, verify_split_lists, verify_structures
     from prdnet.guards import SanityThresholds
+    from prdnet.live_tracking import LiveTracking
     from prdnet.training import TrainingJob, resolve_training, run_job
 
+    try:  # once per job, before the job reads them
+        verify_split_lists(args.split_dir)
+        if args.structures:
+            verify_structures(args.structures)
+    except DataChecksumError as error:
+        sys.exit(f"prdnet train: {error}")
     summary = json.loads(Path(args.dataset_summary).read_text())
     task_info = summary["tasks"][args.task]
     labels = {**args.labels, "task": args.task, "git_commit": git_commit()}
@@ -109,6 +143,8 @@ def train(args: argparse.Namespace) -> None:
         labels=labels,
         atom_features=Path(args.atom_features) if args.atom_features else None,
         sanity=SanityThresholds(**args.sanity),
+        structures=Path(args.structures) if args.structures else None,
+        live_tracking=LiveTracking(**args.live_tracking) if args.live_tracking else None,
     )
     try:
         metrics = run_job(job)
@@ -133,8 +169,16 @@ def aggregate(args: argparse.Namespace) -> None:
     from prdnet.report import write_tables
 
     run_dirs = [Path(p).parent for p in args.metrics]
-    table = write_tables(args.dataset, run_dirs, args.published, Path(args.out_prefix))
+    table = write_tables(args.dataset, run_dirs, args.published, Path(args.out_prefix),
+                         Path(args.splits_summary).parent if args.splits_summary else None)
     print(table.to_string(index=False))
+
+
+def generalization(args: argparse.Namespace) -> None:
+    from prdnet.generalization import write_generalization
+
+    table = write_generalization([Path(p).parent for p in args.metrics], args.compare_with, Path(args.out_prefix))
+    print(table.drop(columns=[c for c in table.columns if c.endswith(("_low", "_high"))]).to_string(index=False))
 
 
 def matbench_record(args: argparse.Namespace) -> None:
@@ -227,10 +271,26 @@ def build_parser() -> argparse.ArgumentParser:
     command.add_argument("--options", type=_json, required=True, help="the dataset's config block (JSON, with its cache path)")
     command.set_defaults(run=download)
 
-    command = commands.add_parser("split", help="write train/val/test id lists")
+    command = commands.add_parser("groups", help="formula, chemical system, symmetry, prototype and duplicate cluster of each crystal")
+    command.add_argument("--structures", required=True)
+    command.add_argument("--matcher", type=_json, default={}, help="StructureMatcher/spglib tolerances (JSON: ltol, stol, angle_tol, symprec)")
+    command.add_argument("--workers", type=int, default=1)
+    command.add_argument("--out", required=True)
+    command.set_defaults(run=groups)
+
+    command = commands.add_parser("generalization", help="in distribution vs out of distribution: OOD / random error ratios")
+    command.add_argument("--metrics", nargs="+", required=True, help="metrics.json of every job of the OOD datasets and their references")
+    command.add_argument("--compare-with", type=_json, required=True, help="OOD dataset → random-split dataset (JSON)")
+    command.add_argument("--out-prefix", required=True)
+    command.set_defaults(run=generalization)
+
+    command = commands.add_parser("split", help="write train/val/test id lists and their leakage audit")
     command.add_argument("--structures", required=True)
     command.add_argument("--official-folds", required=True)
     command.add_argument("--split", type=_json, required=True, help="the dataset's split block (JSON)")
+    command.add_argument("--groups", required=True, help="the dataset's crystal_groups.parquet")
+    command.add_argument("--leakage", choices=("report", "drop", "group"), default="report",
+                         help="what to do with val/test crystals that duplicate training ones")
     command.add_argument("--out-dir", required=True)
     command.set_defaults(run=split)
 
@@ -253,6 +313,11 @@ def build_parser() -> argparse.ArgumentParser:
     command.add_argument("--atom-features", default=None,
                          help="CGCNN's element table (atom_init.json) for presets with atom_input: cgcnn")
     command.add_argument("--labels", type=_json, default={}, help="dataset, fold, model, diffraction, ablation (JSON)")
+    command.add_argument("--structures", default=None,
+                         help="the dataset's structures.parquet: its structures enter the job's data digest")
+    command.add_argument("--live-tracking", type=_json, default=None,
+                         help='log every epoch to an MLflow tracking server (JSON: experiment, results_dir, tracking_uri; '
+                              'tracking_uri null = MLFLOW_TRACKING_URI)')  # fmt: skip
     command.add_argument("--out-dir", required=True)
     command.set_defaults(run=train)
 
@@ -261,6 +326,7 @@ def build_parser() -> argparse.ArgumentParser:
     command.add_argument("--metrics", nargs="+", required=True, help="the jobs' metrics.json files")
     command.add_argument("--published", default=None, help="published scores YAML")
     command.add_argument("--out-prefix", required=True, help="writes PREFIX.md, PREFIX.csv, PREFIX_runs.csv")
+    command.add_argument("--splits-summary", default=None, help="the dataset's splits/summary.json (leakage.json beside it): sizes and leakage in the notes")
     command.set_defaults(run=aggregate)
 
     command = commands.add_parser("matbench-record", help="MatBench leaderboard file of one model variant")

@@ -42,6 +42,9 @@ def _describe(error: jsonschema.ValidationError) -> str:
     if key == "mlflow.tracking_uri" and error.validator == "type":
         return (f"config key '{key}': must be null when mlflow.use_env_tracking_uri is true (the URI then comes from "
                 "the environment variable MLFLOW_TRACKING_URI): remove one of the two")
+    if error.validator == "oneOf" and error.validator_value == [{"required": ["holdout"]}, {"required": ["folds", "test_fraction"]}]:
+        return (f"config key '{key}': leave_cluster_out needs either `holdout` (the clusters to hold out, one fold each) "
+                "or `folds` with `test_fraction` (disjoint sets of whole clusters drawn with `seed`), not both")
     if error.validator == "oneOf" and error.context and all(
         any(e.validator == "const" for e in group) for group in _by_alternative(error).values()
     ):
@@ -123,9 +126,11 @@ def _schema_registry() -> Registry:
 
 def dataset_folds(dataset: dict[str, Any]) -> list[str]:
     """A dataset's folds, from its config alone: MatBench's five official ones, the user's
-    ``n_folds`` (fold column) or id-list files, else the single ``fold0``."""
+    ``n_folds`` (fold column) or id-list files, a ``leave_cluster_out`` split's held-out clusters
+    or ``folds``, else the single ``fold0``."""
     split = dataset["split"]
-    count = {"matbench": 5, "fold_column": split.get("n_folds"), "id_lists": len(split.get("test", []))}.get(split["kind"], 1)
+    count = {"matbench": 5, "fold_column": split.get("n_folds"), "id_lists": len(split.get("test", [])),
+             "leave_cluster_out": len(split["holdout"]) if "holdout" in split else split.get("folds")}.get(split["kind"], 1)  # fmt: skip
     return [f"fold{i}" for i in range(count)]
 
 
@@ -329,6 +334,7 @@ def validate_config(config: dict[str, Any]) -> dict[str, Any]:
             raise ConfigError(f"config key 'datasets.{name}.split.kind': matbench takes MatBench's official test folds from "
                               f"the source, and source {dataset['source']!r} gives none: use a source among "
                               f"{list(FOLD_SOURCES)}, or split kind random, fold_column or id_lists")  # fmt: skip
+        _check_out_of_distribution(name, dataset, config["datasets"])
     for task, (low, high) in config["validation"].get("target_bounds", {}).items():
         if low is not None and high is not None and low > high:
             raise ConfigError(f"config key 'validation.target_bounds.{task}': low {low} is above high {high}")
@@ -336,6 +342,50 @@ def validate_config(config: dict[str, Any]) -> dict[str, Any]:
     _check_presets(config)
     _check_references(config)
     return config
+
+
+def _check_out_of_distribution(name: str, dataset: dict[str, Any], datasets: dict[str, Any]) -> None:
+    """Cluster names a ``leave_cluster_out`` split can hold out, ``leakage: group`` only where the
+    workflow makes the split, and ``compare_with`` naming a dataset with a random split."""
+    from prdnet.data.crystal_groups import CRYSTAL_SYSTEMS
+    from prdnet.data.splits import GROUPABLE_KINDS
+
+    split, where = dataset["split"], f"config key 'datasets.{name}"
+    if split["kind"] == "leave_cluster_out":
+        by, holdout = split["by"], split.get("holdout", [])
+        if by == "element" and "holdout" not in split:
+            raise ConfigError(f"{where}.split.holdout': leave_cluster_out by element needs the elements to hold out "
+                              "(a crystal belongs to each of its elements, so they cannot be drawn as disjoint folds); "
+                              "e.g. holdout: [O, F]")  # fmt: skip
+        for index, label in enumerate(holdout):
+            problem = None
+            if by == "element" and not _is_element(str(label)):
+                problem = f"{label!r} is not an element symbol"
+            elif by == "crystal_system" and label not in CRYSTAL_SYSTEMS:
+                problem = f"{label!r} is not a crystal system; the crystal systems: {list(CRYSTAL_SYSTEMS)}"
+            elif by == "spacegroup" and not (isinstance(label, int) and 1 <= label <= 230):
+                problem = f"{label!r} is not a space group number (1..230)"
+            elif by == "chemical_system" and not all(_is_element(part) for part in str(label).split("-")):
+                problem = f"{label!r} is not a chemical system (element symbols joined by '-', e.g. Fe-O)"
+            if problem:
+                raise ConfigError(f"{where}.split.holdout.{index}': {problem}")
+    if dataset.get("leakage") == "group" and split["kind"] not in GROUPABLE_KINDS:
+        raise ConfigError(f"{where}.leakage': group makes a split by duplicate clusters, which split kind "
+                          f"{split['kind']!r} takes from elsewhere; use leakage: drop or report, or a split kind among "
+                          f"{list(GROUPABLE_KINDS)}")  # fmt: skip
+    reference = dataset.get("compare_with")
+    if reference is not None:
+        if reference not in datasets:
+            raise ConfigError(f"{where}.compare_with': unknown dataset {reference!r}; defined: {sorted(datasets)}")
+        if datasets[reference]["split"]["kind"] != "random":
+            raise ConfigError(f"{where}.compare_with': {reference} has split kind {datasets[reference]['split']['kind']!r}; "
+                              "the in-distribution reference needs a random split")  # fmt: skip
+
+
+def _is_element(symbol: str) -> bool:
+    from pymatgen.core.periodic_table import Element
+
+    return Element.is_valid_symbol(symbol)
 
 
 def load_config(path: str | Path) -> dict[str, Any]:

@@ -76,19 +76,87 @@ def learning_curve_png(history: pd.DataFrame, metric: str, title: str, unit: str
 
 def bar_chart_png(summary: pd.DataFrame, title: str, ylabel: str) -> bytes:
     """One group of bars per model variant (``label``), one bar per diffraction mode: the mean with
-    error bars of ± one standard deviation (columns ``label``, ``diffraction``, ``mean``, ``std``, ``n``)."""
+    error bars of ± one standard deviation (columns ``label``, ``diffraction``, ``mean``, ``std``,
+    ``n``). Each bar carries its job count (``n=``); optional columns add the statistics:
+    ``significant`` (a ``*`` over a diffraction bar whose paired Δ against the same model without
+    diffraction has a 95% interval excluding zero), ``best`` (the best bar, outlined in black) and
+    ``published`` (a dashed line across the variant's group at the published value naming it)."""
     labels: Sequence[str] = list(dict.fromkeys(summary["label"]))
     modes = ["none"] + sorted(set(summary["diffraction"]) - {"none"})
     width = 0.8 / len(modes)
+    figure = Figure(figsize=(max(3.6, 1.1 * len(labels) + 1.5), 3.4))
+    axes = figure.add_subplot()
+    positions = np.arange(len(labels))
+    top = float(np.nanmax(summary["mean"] + summary["std"].fillna(0))) if len(summary) else 1.0
+    for index, mode in enumerate(modes):
+        rows = summary[summary["diffraction"] == mode].set_index("label").reindex(labels)
+        x = positions + (index - (len(modes) - 1) / 2) * width
+        best = np.array([value is True or value is np.True_ for value in rows["best"]]) if "best" in rows else np.zeros(len(labels), bool)
+        axes.bar(x, rows["mean"], width, yerr=rows["std"], capsize=3, edgecolor=["black" if b else "none" for b in best],
+                 linewidth=1.6, label="without diffraction" if mode == "none" else f"+{mode}")  # fmt: skip
+        for xi, row in zip(x, rows.itertuples()):
+            if pd.isna(row.mean):
+                continue
+            height = row.mean + (0 if pd.isna(row.std) else row.std)
+            mark = "*" if "significant" in rows and bool(getattr(row, "significant", False)) else ""
+            axes.text(xi, height + 0.02 * top, f"{mark}\nn={int(row.n)}" if mark else f"n={int(row.n)}", ha="center",
+                      va="bottom", fontsize=6)  # fmt: skip
+    if "published" in summary:
+        for position, label in zip(positions, labels):
+            values = summary.loc[summary["label"] == label, "published"].dropna()
+            if len(values):
+                axes.hlines(values.iloc[0], position - 0.45, position + 0.45, colors="#c0392b", linestyles="dashed",
+                            linewidth=1.2, label="published" if "published" not in axes.get_legend_handles_labels()[1] else None)  # fmt: skip
+    axes.set_ylim(top=top * 1.25 if top > 0 else None)
+    axes.set_xticks(positions, labels, rotation=20, ha="right", fontsize=8)
+    axes.set(ylabel=ylabel, title=title)
+    axes.title.set_fontsize(9)
+    axes.legend(fontsize=7, frameon=False)
+    return to_png(figure)
+
+
+def generalization_png(table: pd.DataFrame, title: str) -> bytes:
+    """OOD / random error ratio per model variant (columns ``label``, ``diffraction``,
+    ``ood_over_random`` and its ``_low``/``_high`` interval): points with interval bars, one marker
+    per diffraction mode, a line at 1 (no loss out of distribution)."""
+    labels: Sequence[str] = list(dict.fromkeys(table["label"]))
+    modes = ["none"] + sorted(set(table["diffraction"]) - {"none"})
+    width = 0.6 / max(1, len(modes) - 1) if len(modes) > 1 else 0.0
     figure = Figure(figsize=(max(3.6, 1.1 * len(labels) + 1.5), 3.2))
     axes = figure.add_subplot()
     positions = np.arange(len(labels))
     for index, mode in enumerate(modes):
-        rows = summary[summary["diffraction"] == mode].set_index("label").reindex(labels)
-        axes.bar(positions + (index - (len(modes) - 1) / 2) * width, rows["mean"], width, yerr=rows["std"],
-                 capsize=3, label="without diffraction" if mode == "none" else f"+{mode}")  # fmt: skip
+        rows = table[table["diffraction"] == mode].set_index("label").reindex(labels)
+        errors = np.vstack([rows["ood_over_random"] - rows["ood_over_random_low"], rows["ood_over_random_high"] - rows["ood_over_random"]])
+        axes.errorbar(positions + (index - (len(modes) - 1) / 2) * width, rows["ood_over_random"], yerr=errors, fmt="os^dv"[index % 5],
+                      capsize=3, label="without diffraction" if mode == "none" else f"+{mode}")  # fmt: skip
+    axes.axhline(1.0, color="#888", linewidth=0.8, linestyle="--")
     axes.set_xticks(positions, labels, rotation=20, ha="right", fontsize=8)
-    axes.set(ylabel=ylabel, title=title)
+    axes.set(ylabel="test MAE, OOD / random", title=title)
+    axes.title.set_fontsize(9)
+    axes.legend(fontsize=7, frameon=False)
+    return to_png(figure)
+
+
+def error_cost_png(points: pd.DataFrame, title: str, ylabel: str) -> bytes:
+    """Test error against device-hours per job (log scale): one point per model variant (columns
+    ``label``, ``diffraction``, ``hours``, ``mean``, ``low``, ``high``) with its interval, the
+    diffraction modes of one variant joined by a line, so the plug-in's price and gain show together."""
+    figure = Figure(figsize=(4.6, 3.4))
+    axes = figure.add_subplot()
+    markers = dict(zip(["none"] + sorted(set(points["diffraction"]) - {"none"}), "os^dv"))
+    for index, (label, group) in enumerate(points.groupby("label", sort=True)):
+        group = group.sort_values("hours")
+        color = f"C{index % 10}"
+        axes.plot(group["hours"], group["mean"], color=color, linewidth=0.8, alpha=0.6)
+        for row in group.itertuples():
+            axes.errorbar(row.hours, row.mean, yerr=[[row.mean - row.low], [row.high - row.mean]], fmt=markers[row.diffraction],
+                          color=color, capsize=3, markersize=5)  # fmt: skip
+        axes.annotate(label, (group["hours"].iloc[-1], group["mean"].iloc[-1]), fontsize=7, xytext=(4, 2), textcoords="offset points")
+    for mode, marker in markers.items():
+        axes.plot([], [], marker, color="#555", label="without diffraction" if mode == "none" else f"+{mode}")
+    axes.set_xscale("log")
+    axes.set(xlabel="device-hours per job (log)", ylabel=ylabel, title=title)
     axes.title.set_fontsize(9)
     axes.legend(fontsize=7, frameon=False)
     return to_png(figure)

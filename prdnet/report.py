@@ -44,8 +44,45 @@ def collect_runs(run_dirs: list[Path]) -> pd.DataFrame:
         row.update(metric=metrics["metric"], unit=metrics["unit"], value=metrics[f"test_{metrics['metric']}"])
         row.update({k: v for k, v in metrics.items() if k.startswith("test_")})
         row["flags"] = ",".join(metrics.get("flags", []))
+        row.update({field: metrics.get(field) for field in COST_FIELDS})
         rows.append(row)
     return pd.DataFrame(rows)
+
+
+COST_FIELDS = ("n_parameters", "seconds_per_epoch", "train_seconds", "wall_time_s", "device", "device_name", "device_count",
+               "device_hours", "peak_rss_mb", "peak_cuda_mb", "crystals_per_second", "epochs_run")  # fmt: skip
+"""What each training job measures of its cost (metrics.json; prdnet.training.cost)."""
+
+
+def cost_table(runs: pd.DataFrame) -> pd.DataFrame:
+    """Per task and model variant: parameters, seconds per epoch (median over jobs), training time
+    per job (mean), device-hours (sum over its jobs, with the device), peak memory (largest RSS; on
+    CUDA the largest ``max_memory_allocated``), training crystals per second (median)."""
+    if "seconds_per_epoch" not in runs or runs["seconds_per_epoch"].isna().all():
+        return pd.DataFrame()
+    rows = []
+    for (task, model, ablation, diffraction), group in runs.groupby(["task", "model", "ablation", "diffraction"], sort=True):
+        kind = group["device"].dropna().iloc[0] if group["device"].notna().any() else "cpu"
+        name = group["device_name"].dropna().iloc[0] if group["device_name"].notna().any() else ""
+        hours = group["device_hours"].astype(float)
+        rows.append({
+            "task": task, "model": model, "ablation": ablation, "diffraction": diffraction, "jobs": len(group),
+            "parameters": f"{int(group['n_parameters'].max()):,}" if group["n_parameters"].notna().any() else "—",
+            "s / epoch": f"{group['seconds_per_epoch'].astype(float).median():.3g}",
+            "training s / job": f"{group['train_seconds'].astype(float).mean():.3g}",
+            "device-hours (all jobs)": f"{hours.sum():.3g} {'GPU' if kind.startswith('cuda') else 'CPU'}-h" + (f" ({name})" if name else ""),
+            "peak RSS MB": f"{group['peak_rss_mb'].astype(float).max():.0f}",
+            "peak CUDA MB": f"{group['peak_cuda_mb'].astype(float).max():.0f}" if group["peak_cuda_mb"].notna().any() else "—",
+            "crystals / s": f"{group['crystals_per_second'].astype(float).median():.3g}",
+        })  # fmt: skip
+    return pd.DataFrame(rows)
+
+
+COST_NOTE = ("Cost as each job measured it (metrics.json): s / epoch = median over jobs of the training loop's time per "
+             "epoch (training and validation passes); device-hours = the job's wall time × its devices (GPUs, or the "
+             "CPU threads it ran on), summed over the variant's jobs; peak RSS = the largest resident memory of a job "
+             "(getrusage), peak CUDA = torch.cuda.max_memory_allocated; crystals / s = training crystals × epochs / "
+             "training time. Figures from jobs that shared a machine are not timings.")
 
 
 def summarise(runs: pd.DataFrame) -> pd.DataFrame:
@@ -65,6 +102,9 @@ def _scale(metric: str) -> float:
 
 
 FLAG_MARK = "⚠"
+BEST_MARK = "★"
+"""Marks the best mean of our variants on a task (lowest error, highest accuracy)."""
+HIGHER_IS_BETTER = ("accuracy", "roc_auc")
 
 
 def _cell(mean: float, std: float, n_folds: int, metric: str, n_flagged: int = 0) -> str:
@@ -223,6 +263,10 @@ def wide_table(summary: pd.DataFrame, published: list[dict[str, Any]], compariso
             paired[(c.task, model, ablation, mode)] = c.cell
     tasks = list(dict.fromkeys(summary["task"]))
     modes = [NO_DIFFRACTION] + sorted(set(summary["diffraction"]) - {NO_DIFFRACTION})
+    best = {}
+    for task, group in summary.groupby("task", sort=False):
+        chosen = group["mean"].idxmax() if group["metric"].iloc[0] in HIGHER_IS_BETTER else group["mean"].idxmin()
+        best[task] = (group.loc[chosen, "model"], group.loc[chosen, "ablation"], group.loc[chosen, "diffraction"])
     rows: dict[tuple[str, str], dict[str, str]] = {}
     for (model, ablation), group in summary.groupby(["model", "ablation"], sort=True):
         row = {}
@@ -231,7 +275,8 @@ def wide_table(summary: pd.DataFrame, published: list[dict[str, Any]], compariso
             for mode in modes:
                 if mode in cells:
                     r = cells[mode]
-                    row[_header(task, r.metric, r.unit, mode)] = _cell(r.mean, r.std, r.n_folds, r.metric, r.n_flagged)
+                    cell = _cell(r.mean, r.std, r.n_folds, r.metric, r.n_flagged)
+                    row[_header(task, r.metric, r.unit, mode)] = f"{cell} {BEST_MARK}" if best[task] == (model, ablation, mode) else cell
                 if mode != NO_DIFFRACTION and mode in cells and NO_DIFFRACTION in cells:
                     r, base = cells[mode], cells[NO_DIFFRACTION]
                     row[f"{task} Δ {mode}"] = paired.get((task, model, ablation, mode),
@@ -298,11 +343,34 @@ RATIO_NOTE = ("ratio = our mean / the published value, for the published score t
               "keys; elsewhere the quotient is shown in brackets, as a comparison of numbers made in different ways.")
 
 
-def write_tables(dataset: str, run_dirs: list[Path], published_path: str | Path | None, out_prefix: Path) -> pd.DataFrame:
+def split_notes(splits_dir: Path | None) -> list[str]:
+    """One note per task and fold: the split's sizes, what it held out (out-of-distribution kinds)
+    and how many val/test crystals share a duplicate, a formula or a prototype with training
+    (``splits/summary.json``, ``splits/leakage.json``); none when the files are not there."""
+    if splits_dir is None or not (splits_dir / "summary.json").exists() or not (splits_dir / "leakage.json").exists():
+        return []
+    summary = json.loads((splits_dir / "summary.json").read_text())
+    audit = json.loads((splits_dir / "leakage.json").read_text())
+    notes = []
+    for task, folds in audit["splits"].items():
+        for fold, parts in folds.items():
+            sizes = summary.get(task, {}).get(fold, {})
+            held = sizes.get("cluster")
+            shared = "; ".join(f"{part} {parts[part]['duplicate']} duplicate / {parts[part]['polymorph']} polymorph / "
+                               f"{parts[part]['prototype']} prototype" for part in ("val", "test"))  # fmt: skip
+            notes.append(f"split {task} {fold}: train {sizes.get('train')}, val {sizes.get('val')}, test {sizes.get('test')}"
+                         + (f" (held out: {held if len(held) <= 80 else held[:77] + '...'})" if held else "")
+                         + f"; crystals sharing with training ({audit['action']}): {shared}.")  # fmt: skip
+    return notes
+
+
+def write_tables(dataset: str, run_dirs: list[Path], published_path: str | Path | None, out_prefix: Path,
+                 splits_dir: Path | None = None) -> pd.DataFrame:  # fmt: skip
     """Write ``<prefix>.md``, ``<prefix>.csv`` (the wide table), ``<prefix>_runs.csv`` (every job) and
     ``<prefix>_paired.csv`` (every paired comparison: :func:`paired_comparisons`) and
     ``<prefix>_published.csv`` (:func:`published_ratios`; only its header where no published score
-    names one of the models that ran)."""
+    names one of the models that ran). ``splits_dir`` (the dataset's ``splits/``) adds each split's
+    sizes and leakage counts to the notes (:func:`split_notes`)."""
     runs = collect_runs(run_dirs)
     summary = summarise(runs)
     published = load_published(published_path, dataset)
@@ -314,9 +382,11 @@ def write_tables(dataset: str, run_dirs: list[Path], published_path: str | Path 
         f"Test-set metric of each job; {len(folds)} fold(s): {', '.join(folds)}; {len(seeds)} seed(s): "
         f"{', '.join(map(str, seeds))}" + (" (mean ± std over folds and seeds)" if len(folds) * len(seeds) > 1 else "") + ".",
         "Δ = with diffraction − without (negative is better for MAE, positive for accuracy).",
+        f"{BEST_MARK} = the best mean of our variants on the task (the Dummy included).",
         "dummy = the Dummy baseline: mean of the training targets (majority class for classification), "
         "fitted on the training and validation parts of each fold.",
         *flag_notes(runs),
+        *split_notes(splits_dir),
         METHOD_NOTE,
         *[f"{s['model']} (published): {s['source']}" for s in published],
     ]
@@ -324,6 +394,9 @@ def write_tables(dataset: str, run_dirs: list[Path], published_path: str | Path 
     ratios = published_ratios(summary, published)
     if not ratios.empty:
         text += "\n" + markdown(ratio_table(ratios), "Ours against published", [RATIO_NOTE]).replace("# ", "## ", 1)
+    costs = cost_table(runs)
+    if not costs.empty:
+        text += "\n" + markdown(costs, "Cost", [COST_NOTE]).replace("# ", "## ", 1)
     models = model_comparison_table(comparisons)
     if not models.empty:
         text += "\n" + markdown(models, "Model against model (paired by fold and seed)", [METHOD_NOTE]).replace("# ", "## ", 1)

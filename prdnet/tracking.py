@@ -1,12 +1,18 @@
 """Import finished training jobs into MLflow, safe with several importers at once.
 
-Jobs never talk to MLflow: they leave ``run.json``, ``metrics.json``, ``history.csv`` and
-``predictions.parquet`` on disk, and this importer turns each job folder into one MLflow run.
-Each run carries the tag ``prdnet.run_key`` (the job's folder relative to the results root: the
-same key on every machine) and, as its very last write, ``prdnet.content_hash`` (SHA-256 of its
-metrics and history), which marks it complete. Importing again skips runs whose key and hash are
-already there, replaces a run whose job was re-run, and deletes half-imported runs (no hash tag)
-left by a killed import, so nothing is duplicated.
+Jobs leave ``run.json``, ``metrics.json``, ``history.csv`` and ``predictions.parquet`` on disk,
+and this importer turns each job folder into one MLflow run. Each run carries the tag
+``prdnet.run_key`` (the job's folder relative to the results root: the same key on every machine)
+and, as its very last write, ``prdnet.content_hash`` (SHA-256 of its metrics and history), which
+marks it complete. Importing again skips runs whose key and hash are already there, replaces a run
+whose job was re-run, and deletes half-imported runs (no hash tag) left by a killed import, so
+nothing is duplicated.
+
+On a tracking server a training job may also log its epochs while it trains
+(:mod:`prdnet.live_tracking`): its run carries the run key and the tag ``prdnet.live`` and no hash
+until the import completes that same run (parameters, final metrics, the epochs it missed,
+dataset, artifacts, then the hash), so a job still makes exactly one run. A SQLite store is
+written by the import alone.
 
 Concurrent importers (two teammates, or a re-run while another import runs):
 
@@ -54,7 +60,23 @@ from urllib.parse import quote
 RUN_KEY = "prdnet.run_key"
 CONTENT_HASH = "prdnet.content_hash"
 IMPORT_STARTED = "prdnet.import_started_ms"
-EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}  # the UI's model-training views
+LIVE = "prdnet.live"
+"""Tag of a run a training job logs its epochs to while it trains (value: the job's start, ms)."""
+EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}  # model training (MLflow 3.17's UI opens on
+# the workflow type of the URL or the browser, not on this tag: dashboard_url)
+RUNS_VIEW = "prdnet-runs"
+"""Key of the experiment's saved view of the runs table (``?viewStateShareKey=``, :func:`dashboard_url`)."""
+RUNS_VIEW_NAME = "prdnet: test metric, model, diffraction, seed, cost"
+RUNS_VIEW_COLUMNS = (
+    "metrics.`test_mae`", "tags.`test_mae_unit`", "metrics.`test_accuracy`",
+    "tags.`model`", "tags.`diffraction`", "tags.`seed`",
+    "metrics.`n_parameters`", "metrics.`seconds_per_epoch`", "metrics.`device_hours`", "tags.`device_name`",
+    "metrics.`peak_rss_mb`", "metrics.`wall_time_s`", "attributes.`Dataset`",
+)  # fmt: skip
+"""The columns the saved view shows, in this order after the run's name and start (the UI's column
+keys; a metric no run has shows no column). The Dataset column shows dataset/task/fold and the
+data digest."""
+SAVED_VIEW_PREFIX = "mlflow.sharedViewState."  # the experiment tags the UI keeps its saved views in
 PROXIED_SCHEME = "mlflow-artifacts:"
 DATASET_DIGEST_LENGTH = 36  # MLflow's datasets.digest column
 STALE_AFTER_S = 3600.0
@@ -200,10 +222,41 @@ def _chunks(items: list, size: int) -> Iterable[list]:
         yield items[start : start + size]
 
 
+def runs_view() -> dict[str, Any]:
+    """The state of the runs table the saved view :data:`RUNS_VIEW` restores: the columns of
+    :data:`RUNS_VIEW_COLUMNS` in their order, newest run first."""
+    return {"selectedColumns": list(RUNS_VIEW_COLUMNS), "columnOrder": ["attributes.`Run Name`", *RUNS_VIEW_COLUMNS],
+            "orderByKey": "attributes.start_time", "orderByAsc": False}  # fmt: skip
+
+
+def runs_view_tag(now_ms: int) -> str:
+    """The experiment tag value of the saved view, in the envelope the MLflow UI reads its saved
+    views from (name, creation and update times, the view's state as JSON text)."""
+    state = json.dumps(runs_view(), sort_keys=True)
+    return json.dumps({"name": RUNS_VIEW_NAME, "createdAt": now_ms, "updatedAt": now_ms, "state": state})
+
+
+def _saved_view_state(tag_value: str | None) -> dict[str, Any] | None:
+    try:
+        return json.loads(json.loads(tag_value)["state"])
+    except (TypeError, ValueError, KeyError):
+        return None
+
+
+def dashboard_url(base_url: str, experiment_id: str) -> str:
+    """The URL of the experiment's runs table in the saved view. The MLflow UI (3.x) opens an
+    experiment on the workflow type of the URL's ``workflowType`` or, without it, of the browser's
+    last choice (GenAI in a new browser), whatever the experiment's tags say; the saved view
+    (``viewStateShareKey``) shows the test metric, model, diffraction, seed and cost columns."""
+    return (f"{base_url.rstrip('/')}/#/experiments/{experiment_id}/runs"
+            f"?workflowType=machine_learning&viewStateShareKey={RUNS_VIEW}")  # fmt: skip
+
+
 def _experiment_id(client: Any, name: str, sqlite_store: bool) -> str:
-    """The experiment's id, created if new (marked as model development). A new experiment in a
-    SQLite store gets the proxied location ``mlflow-artifacts:/<name>``; on a server, the server's
-    own (its --artifacts-destination). An older experiment keeps its location."""
+    """The experiment's id, created if new (marked as model development, with the saved view of
+    its runs table). A new experiment in a SQLite store gets the proxied location
+    ``mlflow-artifacts:/<name>``; on a server, the server's own (its --artifacts-destination). An
+    older experiment keeps its location."""
     from mlflow.exceptions import MlflowException
 
     experiment = client.get_experiment_by_name(name)
@@ -217,6 +270,9 @@ def _experiment_id(client: Any, name: str, sqlite_store: bool) -> str:
     for key, value in EXPERIMENT_KIND.items():
         if experiment.tags.get(key) != value:
             client.set_experiment_tag(experiment.experiment_id, key, value)
+    view = SAVED_VIEW_PREFIX + RUNS_VIEW
+    if _saved_view_state(experiment.tags.get(view)) != runs_view():
+        client.set_experiment_tag(experiment.experiment_id, view, runs_view_tag(int(time.time() * 1000)))
     return experiment.experiment_id
 
 
@@ -230,22 +286,49 @@ def job_times(run_dir: Path, info: dict[str, Any], metrics: dict[str, Any]) -> t
 
 
 def dataset_input(info: dict[str, Any], metrics: dict[str, Any]) -> Any:
-    """The job's data as an MLflow dataset input: name ``dataset/task/fold``, digest the graph shard
-    set's name (graph parameters, featurizer version, shard count), profile with the split sizes."""
+    """The job's data as an MLflow dataset input: name ``dataset/task/fold``, digest the job's data
+    digest (its crystals' structures and targets and the ids of its train, validation and test
+    parts, :func:`prdnet.training.outputs.data_digest`; the shard set's name for jobs written
+    before it was recorded), profile with the split sizes, the shard set and the leakage audit's
+    counts of the job's fold (``test_sharing_duplicate``, ``..._polymorph``, ``..._prototype``,
+    and the same for ``val``: crystals sharing a structure, a formula or a prototype with training)."""
     from mlflow.entities import Dataset, DatasetInput, InputTag
 
     tags = info["tags"]
     inputs = info.get("inputs", {})
     shard_set = inputs.get("shard_set", "unknown")
+    digest = inputs.get("data_digest", shard_set)
     profile = {"dataset": tags.get("dataset"), "task": tags.get("task"), "fold": tags.get("fold"),
-               "shard_set": shard_set, **{k: metrics[k] for k in ("n_train", "n_val", "n_test") if k in metrics}}  # fmt: skip
+               "shard_set": shard_set, "data_digest": digest,
+               **{k: metrics[k] for k in ("n_train", "n_val", "n_test") if k in metrics},
+               **{f"{part}_sharing_{kind}": counts[kind] for part, counts in inputs.get("leakage", {}).items()
+                  if isinstance(counts, dict) for kind in ("duplicate", "polymorph", "prototype")}}  # fmt: skip
     source = {"shard_set": shard_set, "split_dir": inputs.get("split_dir")}
     dataset = Dataset(
         name="/".join(str(tags.get(k, "")) for k in ("dataset", "task", "fold")),
-        digest=shard_set[:DATASET_DIGEST_LENGTH], source_type="local", source=json.dumps(source, sort_keys=True),
+        digest=digest[:DATASET_DIGEST_LENGTH], source_type="local", source=json.dumps(source, sort_keys=True),
         profile=json.dumps(profile, sort_keys=True),
     )  # fmt: skip
     return DatasetInput(dataset, tags=[InputTag("mlflow.data.context", "training")])
+
+
+def run_params(info: dict[str, Any]) -> dict[str, str]:
+    """The run's parameters: run.json's, and the graph shard set the job read (``data.shard_set``)."""
+    params = {k: str(v)[:MAX_PARAM_LENGTH] for k, v in info["params"].items()}
+    if "shard_set" in info.get("inputs", {}):
+        params["data.shard_set"] = info["inputs"]["shard_set"]
+    return params
+
+
+def run_tags(info: dict[str, Any], metrics: dict[str, Any]) -> dict[str, str]:
+    """The run's tags: run.json's, the unit of the test metric (``test_mae_unit: eV``) when it has one,
+    and the device the job ran on (``device_name``, metrics.json)."""
+    tags = {k: str(v) for k, v in info["tags"].items()}
+    if metrics.get("unit") and metrics.get("metric"):
+        tags[f"test_{metrics['metric']}_unit"] = str(metrics["unit"])
+    if metrics.get("device_name"):
+        tags["device_name"] = str(metrics["device_name"])
+    return tags
 
 
 def run_name(tags: dict[str, str]) -> str:
@@ -288,20 +371,34 @@ def _log_plots(client: Any, run: Any, run_dir: Path, artifacts_root: Path | None
         _log_artifacts(client, run, files, artifacts_root, subfolder=PLOTS_FOLDER)
 
 
-def _log_run(client: Any, experiment_id: str, run_dir: Path, key: str, digest: str, artifacts_root: Path | None) -> str:
+def _logged_steps(client: Any, run_id: str, names: set[str]) -> set[tuple[str, int]]:
+    """The (metric, step) pairs a run already has, of the metrics ``names``."""
+    return {(name, metric.step) for name in names for metric in client.get_metric_history(run_id, name)}
+
+
+def _log_run(client: Any, experiment_id: str, run_dir: Path, key: str, digest: str, artifacts_root: Path | None,
+             live_run: Any = None) -> str:  # fmt: skip
+    """Log a job folder as a run: a new one, or ``live_run``, the run the job logged its epochs to
+    while it trained, completed with what it lacks (epochs it missed, parameters, final metrics,
+    dataset, artifacts, end). The content hash tag is the last write."""
     from mlflow.entities import Metric, Param, RunTag
 
     info = json.loads((run_dir / "run.json").read_text())
     metrics = json.loads((run_dir / "metrics.json").read_text())
-    tags = {k: str(v) for k, v in info["tags"].items()}
+    tags = run_tags(info, metrics)
     start_ms, end_ms = job_times(run_dir, info, metrics)
-    run = client.create_run(
-        experiment_id, start_time=start_ms, run_name=run_name(tags),
-        tags={**tags, RUN_KEY: key, IMPORT_STARTED: str(int(time.time() * 1000))},
-    )  # fmt: skip
+    history = _history_metrics(run_dir)
+    started = {RUN_KEY: key, IMPORT_STARTED: str(int(time.time() * 1000))}
+    if live_run is None:
+        run = client.create_run(experiment_id, start_time=start_ms, run_name=run_name(tags), tags={**tags, **started})
+        logged: set[tuple[str, int]] = set()
+    else:
+        run = live_run
+        client.log_batch(run.info.run_id, tags=[RunTag(k, v) for k, v in {**tags, **started}.items()])
+        logged = _logged_steps(client, run.info.run_id, {name for name, _, _ in history})
     run_id = run.info.run_id
-    params = [Param(k, str(v)[:MAX_PARAM_LENGTH]) for k, v in sorted(info["params"].items())]
-    series = [Metric(n, v, end_ms, step) for n, v, step in _history_metrics(run_dir)]
+    params = [Param(k, v) for k, v in sorted(run_params(info).items())]
+    series = [Metric(n, v, end_ms, step) for n, v, step in history if (n, step) not in logged]
     finals = [Metric(n, float(v), end_ms, 0) for n, v in metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)]
     for chunk in _chunks(params, 100):
         client.log_batch(run_id, params=chunk)
@@ -356,6 +453,11 @@ def _group_by_key(runs: Iterable[Any]) -> dict[str, list[Any]]:
         if key is not None:
             groups.setdefault(key, []).append(run)
     return groups
+
+
+def is_live(run: Any) -> bool:
+    """Whether a run is one a training job logs (or logged) its epochs to, not yet completed by an import."""
+    return LIVE in run.data.tags and CONTENT_HASH not in run.data.tags
 
 
 def _is_stale(run: Any, now_ms: int, stale_after_s: float) -> bool:
@@ -440,11 +542,14 @@ def _import_runs(run_dirs: list[Path], results_dir: Path, tracking_uri: str, exp
     now_ms = int(time.time() * 1000)
     stale_after_s = 0.0 if sqlite_store else stale_after_s  # under the lock nobody else is importing
     existing: dict[str, list[Any]] = {}
+    live: dict[str, list[Any]] = {}
     removed_half = 0
     for key, runs in _group_by_key(_search(client, experiment_id)).items():
         for run in runs:
             if CONTENT_HASH in run.data.tags:
                 existing.setdefault(key, []).append(run)
+            elif is_live(run):
+                live.setdefault(key, []).append(run)  # its job logs to it (or has): completed below
             elif _is_stale(run, now_ms, stale_after_s):
                 removed_half += _delete(client, run.info.run_id)  # half-imported by a killed import
     jobs = {run_dir.resolve().relative_to(results_dir.resolve()).as_posix(): run_dir for run_dir in sorted(run_dirs)}
@@ -452,17 +557,21 @@ def _import_runs(run_dirs: list[Path], results_dir: Path, tracking_uri: str, exp
     imported, skipped, replaced, ledger = 0, 0, 0, {}
     for key, run_dir in jobs.items():
         digest = disk_hashes[key]
-        runs = existing.get(key, [])
-        if not sqlite_store and not any(r.data.tags[CONTENT_HASH] == digest for r in runs):
-            runs = [r for r in _runs_of_key(client, experiment_id, key) if CONTENT_HASH in r.data.tags]  # search before create
+        runs, live_runs = existing.get(key, []), live.get(key, [])
+        if not sqlite_store and (live_runs or not any(r.data.tags[CONTENT_HASH] == digest for r in runs)):
+            found = _runs_of_key(client, experiment_id, key)  # search before create
+            runs = [r for r in found if CONTENT_HASH in r.data.tags]
+            live_runs = [r for r in found if CONTENT_HASH not in r.data.tags and is_live(r)]
         current = [r for r in runs if r.data.tags[CONTENT_HASH] == digest]
-        if current:
+        if current and not live_runs:
             ledger[key] = keeper(current, digest).info.run_id
             skipped += 1
             continue
-        outdated = [_delete(client, r.info.run_id) for r in runs]
+        # the run the job logged to while it trained is the job's run: complete it, drop the others
+        live_run = max(live_runs, key=lambda r: (r.info.start_time or 0, r.info.run_id), default=None)
+        outdated = [_delete(client, r.info.run_id) for r in runs + live_runs if r is not live_run]
         replaced += any(outdated)
-        ledger[key] = _log_run(client, experiment_id, run_dir, key, digest, artifacts_root)
+        ledger[key] = _log_run(client, experiment_id, run_dir, key, digest, artifacts_root, live_run)
         imported += 1
     # final de-duplication: one complete run per key, chosen by the rule every importer applies
     duplicates = 0

@@ -47,6 +47,7 @@ EXPECTED = {
     # configfile, the local profile names config/config.yaml, and --configfile replaces it; so the
     # plan is the paper's alone, from the project root as from this empty work folder.)
     "prepare": 12,
+    "crystal_groups": 12,
     "split": 12,
     "featurize": featurize_jobs(),  # 12 datasets, the plug-in table's MP-2018.6.1 once per recipe
     "train": TRAIN + DUMMY,

@@ -76,7 +76,7 @@ def test_tables_average_over_folds_and_seeds(tmp_path):
     folders = [write_job(tmp_path / "runs" / fold / f"seed{seed}", fold, seed, mae) for (fold, seed), mae in values.items()]
     table = write_tables("tiny", folders, None, tmp_path / "tables" / "tiny")
     expected_std = pd.Series(list(values.values())).std(ddof=0)
-    assert table.iloc[0]["band_gap (MAE eV) without diffraction"] == f"{3.0:.4g} ± {expected_std:.2g}"
+    assert table.iloc[0]["band_gap (MAE eV) without diffraction"] == f"{3.0:.4g} ± {expected_std:.2g} ★"  # the only variant: the best
     markdown = (tmp_path / "tables" / "tiny.md").read_text()
     assert "2 seed(s): 0, 1 (mean ± std over folds and seeds)" in markdown
     runs = pd.read_csv(tmp_path / "tables" / "tiny_runs.csv")

@@ -96,7 +96,7 @@ def test_a_finished_run_plans_nothing(finished):
 SEEDS = len(yaml.safe_load((ROOT / "config" / "config.yaml").read_text())["training"]["seeds"])
 # per dataset: one shard set per graph recipe (PRDNet's default, CGCNN's radius graph); CGCNN and
 # PRDNet once per seed, and the Dummy once
-DOWNSTREAM_OF_ONE_DATASET = {"prepare": 1, "split": 1, "featurize": 2, "train": 2 * SEEDS + 1, "aggregate": 1,
+DOWNSTREAM_OF_ONE_DATASET = {"prepare": 1, "crystal_groups": 1, "split": 1, "featurize": 2, "train": 2 * SEEDS + 1, "aggregate": 1,
                              "mlflow_import": 1, "all": 1}
 
 
@@ -139,3 +139,17 @@ def test_editing_the_published_scores_reruns_the_tables_only(finished):
         assert planned(project, workdir) == {"aggregate": 2, "all": 1}
     finally:
         restore()
+
+
+def test_moving_the_runs_to_a_tracking_server_retrains_no_job(finished):
+    """With a server the training jobs log their epochs there (`--live-tracking`), yet where a job
+    reports is not what it computes: only the import runs again."""
+    project, workdir = finished
+    config = yaml.safe_load((workdir / "config.yaml").read_text())
+    config["mlflow"]["use_env_tracking_uri"] = True
+    restore = edited(workdir / "config.yaml", lambda text: yaml.safe_dump(config))
+    try:
+        assert planned(project, workdir) == {"mlflow_import": 1, "all": 1}
+    finally:
+        restore()
+    assert planned(project, workdir) == {}

@@ -38,8 +38,13 @@ def test_workflow_writes_shards_splits_rejects_and_logs(tiny):
             assert manifest["crystals"] == count and manifest["validation"]["accepted"] == count
             assert all((manifest_path.parent / name).exists() for name in manifest["shards"])
         assert (results / dataset / "rejects.csv").read_text().startswith("id,task,reason")
-        for rule in ("prepare", "split"):
+        for rule in ("prepare", "crystal_groups", "split"):
             assert (results / "logs" / rule / f"{dataset}.log").exists()  # logs live under results_dir
+        leakage = json.loads((results / dataset / "splits" / "leakage.json").read_text())
+        for folds in leakage["splits"].values():  # every task and fold: counts of each kind per audited part
+            for parts in folds.values():
+                assert set(parts) == {"val", "test"}
+                assert all(set(c) == {"size", "duplicate", "polymorph", "prototype"} for c in parts.values())
     assert len((results / "mp_2018_cgcnn36k/splits/band_gap/fold0/test.txt").read_text().split()) == 4
     for fold in range(5):
         assert (results / f"matbench_jdft2d/splits/exfoliation_en/fold{fold}/val.txt").exists()

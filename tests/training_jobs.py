@@ -22,6 +22,7 @@ from prdnet.data.splits import random_split, write_splits
 from prdnet.data.tables import crystals_table
 from prdnet.data.validate import ValidationRules
 from prdnet.io import write_json, write_parquet
+from prdnet.training.cost import MEASURED_FIELDS
 
 TASK = "formation_energy"
 TINY_PRDNET = {"name": "prdnet", "preset": "small", "diffraction": "paper",
@@ -51,7 +52,7 @@ def train_arguments(dataset: dict, out: Path, recipe: dict | None = None, spec: 
         "--shards", *map(str, dataset["shards"]), "--split-dir", str(folder / "splits" / TASK / "fold0"),
         "--dataset-summary", str(folder / "summary.json"), "--task", TASK,
         "--model-spec", json.dumps(spec or TINY_PRDNET), "--training", json.dumps({**RECIPE, **(recipe or {})}),
-        "--labels", json.dumps(LABELS), "--out-dir", str(out),
+        "--labels", json.dumps(LABELS), "--structures", str(folder / "structures.parquet"), "--out-dir", str(out),
     ]  # fmt: skip
 
 
@@ -102,7 +103,8 @@ def interrupt_after(command: list[str], log: Path, text: str, how: signal.Signal
 
 
 def outputs(out: Path) -> tuple[dict, str, pd.DataFrame]:
-    """(metrics.json without wall time, history.csv text, predictions) of a finished job."""
+    """(metrics.json without what measures the run itself: time, memory; history.csv text, predictions) of a finished job."""
     metrics = json.loads((out / "metrics.json").read_text())
-    metrics.pop("wall_time_s")
+    for field in MEASURED_FIELDS:
+        metrics.pop(field)
     return metrics, (out / "history.csv").read_text(), pd.read_parquet(out / "predictions.parquet")

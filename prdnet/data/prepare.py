@@ -1,8 +1,9 @@
 """Read a source, validate every entry, and write the dataset's canonical crystal table.
 
 Outputs in ``out_dir``: ``structures.parquet`` (accepted crystals, see :mod:`prdnet.data.tables`),
-``rejects.csv`` (id, task, reason; task ``*`` means the whole entry), ``summary.json`` (counts)
-and ``official_folds.json`` (fold → official test ids; empty for sources without folds).
+``rejects.csv`` (id, task, reason; task ``*`` means the whole entry), ``summary.json`` (counts, and
+the SHA-256 of ``structures.parquet`` that its readers check: :mod:`prdnet.data.checksums`) and
+``official_folds.json`` (fold → official test ids; empty for sources without folds).
 """
 
 from __future__ import annotations
@@ -17,11 +18,19 @@ from typing import Any
 
 import numpy as np
 
+from prdnet.data.checksums import with_checksums
 from prdnet.data.ids import id_problem, normalise_id
 from prdnet.data.sources import Entry, Task, load_source
 from prdnet.data.sources.files import read_text
 from prdnet.data.tables import CrystalColumns, crystals_table
-from prdnet.data.validate import ALL_TASKS, Reject, ValidationRules, validate_entry
+from prdnet.data.validate import (
+    ALL_TASKS,
+    Reject,
+    ValidationRules,
+    default_bounds,
+    outside_default_bounds,
+    validate_entry,
+)
 from prdnet.io import write_json, write_parquet, write_text
 
 
@@ -47,6 +56,7 @@ def collect_entries(
     rules: ValidationRules,
     candidates: dict[str, Any] | None = None,
     task_info: dict[str, Task] | None = None,
+    default_ranges: dict[str, Any] | None = None,
 ) -> tuple[list[Entry], list[Reject], int]:
     """Validate entries; return the accepted ones, all rejects and the number read.
 
@@ -55,6 +65,13 @@ def collect_entries(
     non-finite, implausible) is removed from the accepted entry. ``task_info`` (task → the
     source's :class:`Task`) gives each task's kind and default plausibility bounds.
 
+    A regression task given no bounds (:attr:`Task.bounds_from_values`, and no
+    ``validation.target_bounds`` for it) gets a default range from its accepted values
+    (:func:`prdnet.data.validate.default_bounds`) once all are read; a target outside is rejected
+    for its task like any implausible one (and an entry left with no usable target is rejected
+    whole). If ``default_ranges`` is a dict it is filled with each such task's range
+    (``[low, high]``, or ``None`` where the values were too few to give one).
+
     If ``candidates`` is a dict it is filled, per task, with the number of entries read whose
     target is finite (``count``) and ``rejected``: ``[index among those, id]`` of the ones
     rejected (whole, or for that task), so that index-based split recipes (``matformer``) can be
@@ -62,6 +79,7 @@ def collect_entries(
     accepted: list[Entry] = []
     rejects: list[Reject] = []
     seen: dict[str, str] = {}
+    position: dict[tuple[str, str], int] = {}  # (task, id) → index among the entries with a target, if accepted
     read = 0
     if candidates is not None:
         candidates.update({t: {"count": 0, "rejected": []} for t in tasks})
@@ -92,8 +110,73 @@ def collect_entries(
             for task in with_target:
                 if whole_reject or task in rejected_tasks:
                     candidates[task]["rejected"].append([candidates[task]["count"], entry.id])
+                else:
+                    position[(task, entry.id)] = candidates[task]["count"]
                 candidates[task]["count"] += 1
+    ranges = {task: default_bounds(_task_values(accepted, task)) for task in tasks
+              if _bounds_from_values(task, rules, task_info)}  # fmt: skip
+    if default_ranges is not None:
+        default_ranges.update({task: None if bounds is None else list(bounds) for task, bounds in ranges.items()})
+    accepted, outliers = set_aside_outliers(accepted, tasks, ranges, task_info or {}, rejects)
+    if candidates is not None:
+        for reject in outliers:
+            if (reject.task, reject.id) in position:
+                candidates[reject.task]["rejected"].append([position[(reject.task, reject.id)], reject.id])
     return accepted, rejects, read
+
+
+def _bounds_from_values(task: str, rules: ValidationRules, task_info: dict[str, Task] | None) -> bool:
+    info = (task_info or {}).get(task)
+    if info is None or task in rules.target_bounds:
+        return False
+    return info.bounds_from_values and info.kind == "regression"
+
+
+def _task_values(entries: list[Entry], task: str) -> np.ndarray:
+    return np.array([float(e.targets[task]) for e in entries if _finite(e.targets.get(task))], dtype=float)
+
+
+def set_aside_outliers(
+    accepted: list[Entry], tasks: list[str], ranges: dict[str, tuple[float, float] | None], task_info: dict[str, Task],
+    rejects: list[Reject],
+) -> tuple[list[Entry], list[Reject]]:  # fmt: skip
+    """Reject, for its task, every target outside its task's default range (``ranges``: task →
+    range, or ``None`` for none), and remove it from its entry. The rejects are added to
+    ``rejects``; an entry left without any usable target is rejected whole instead, its per-task
+    rejects folded into one reason as :func:`~prdnet.data.validate.validate_entry` does. Returns
+    the entries still accepted and one per-task reject for every target set aside here (also for
+    the entries rejected whole)."""
+    kept, outliers, whole = [], [], {}
+    for entry in accepted:
+        found = []
+        for task, bounds in ranges.items():
+            value = entry.targets.get(task)
+            if bounds is None or not _finite(value):
+                continue
+            key = task_info[task].bounds_key or f"targets.{task}.bounds"
+            reason = outside_default_bounds(float(value), bounds, key)
+            if reason is not None:
+                found.append(Reject(entry.id, task, reason))
+                entry.targets[task] = None
+        outliers.extend(found)
+        if found and not any(_finite(entry.targets.get(task)) for task in tasks):
+            whole[entry.id] = found
+        else:
+            rejects.extend(found)
+            kept.append(entry)
+    if whole:
+        earlier: dict[str, list[Reject]] = {entry_id: [] for entry_id in whole}  # their per-task rejects so far
+        remaining = []
+        for reject in rejects:
+            if reject.id in whole and reject.task != ALL_TASKS:
+                earlier[reject.id].append(reject)
+            else:
+                remaining.append(reject)
+        rejects[:] = remaining
+        for entry_id, found in whole.items():
+            details = "; ".join(f"{r.task}: {r.reason}" for r in earlier[entry_id] + found)
+            rejects.append(Reject(entry_id, ALL_TASKS, f"no usable target for any task ({details})"))
+    return kept, outliers
 
 
 def _finite(value: Any) -> bool:
@@ -167,7 +250,8 @@ def prepare_dataset(name: str, options: dict[str, Any], rules: ValidationRules, 
     if unknown:
         raise ValueError(f"dataset {name}: unknown task(s) {unknown}; source offers {sorted(source.tasks)}")
     candidates: dict[str, Any] = {}
-    accepted, rejects, read = collect_entries(source.entries, tasks, rules, candidates, source.tasks)
+    default_ranges: dict[str, Any] = {}
+    accepted, rejects, read = collect_entries(source.entries, tasks, rules, candidates, source.tasks, default_ranges)
     check_not_empty(name, accepted, rejects, read, tasks)
     columns = entries_to_columns(accepted, tasks)
     rows = seeded_subset(len(accepted), options.get("subset"), int(options.get("subset_seed", 0)))
@@ -186,6 +270,8 @@ def prepare_dataset(name: str, options: dict[str, Any], rules: ValidationRules, 
         "tasks": task_info,
         "task_counts": {t: int(np.isfinite(columns.targets[t]).sum()) for t in tasks},
         "validation": vars(rules),
+        # the range derived for each target given no bounds (validate.default_bounds; null: too few values)
+        "default_target_bounds": default_ranges,
         "split_candidates": candidates,
     }
     write_parquet(out_dir / "structures.parquet", crystals_table(columns), {"prdnet.summary": summary})
@@ -193,5 +279,6 @@ def prepare_dataset(name: str, options: dict[str, Any], rules: ValidationRules, 
     split = options.get("split") or {}
     folds = id_list_folds(split) if split.get("kind") == "id_lists" else source.folds or {}
     write_json(out_dir / "official_folds.json", {f: [normalise_id(i) for i in ids] for f, ids in folds.items()})
+    summary = with_checksums(summary, out_dir, [out_dir / "structures.parquet"])  # checked by its readers
     write_json(out_dir / "summary.json", summary)
     return summary

@@ -3,7 +3,9 @@
 Every check returns a reason string; an entry that fails any check is written to
 ``rejects.csv`` with that reason and never silently dropped. Checks on the structure reject
 the whole entry; a missing, non-finite or implausible target (outside the task's bounds, or a
-class label that is not a non-negative integer) rejects the entry for that task only.
+class label that is not a non-negative integer) rejects the entry for that task only. A user's
+target given no bounds is held to a default range derived from all its values
+(:func:`default_bounds`, applied by :func:`prdnet.data.prepare.collect_entries`).
 """
 
 from __future__ import annotations
@@ -115,6 +117,59 @@ def target_problem(value: float | None, bounds: tuple[float | None, float | None
     if kind == "classification" and (value < 0 or value != int(value)):
         return f"invalid class label: {value:g} (a non-negative integer is needed)"
     return None
+
+
+DEFAULT_BOUNDS_WIDTHS = 100
+"""How far the default range of a target without bounds reaches: this many times the width of the
+central range of its values (5th to 95th percentile) below and above that range."""
+
+
+def central_range(values: np.ndarray) -> tuple[float, float]:
+    """The 5th and 95th percentiles of ``values``, each rounded inwards to one of the values, so
+    that with three or more values neither is the smallest or the largest."""
+    return float(np.quantile(values, 0.05, method="higher")), float(np.quantile(values, 0.95, method="lower"))
+
+
+def default_bounds(values: np.ndarray) -> tuple[float, float] | None:
+    """The plausible range of a target given no bounds, from its (finite) values: the central
+    range [p5, p95] widened by :data:`DEFAULT_BOUNDS_WIDTHS` (100) times its width on each side,
+    ``[p5 - 100·(p95 - p5), p95 + 100·(p95 - p5)]``.
+
+    Only values wrong by orders of magnitude fall outside (1e30; a sentinel such as -999 or 9999
+    among values of a few units; a value in meV among values in eV). Every target column of the
+    embedded MP and MatBench data lies within 19 widths of its central range (total magnetization
+    18, exfoliation energy 4.6, band gap 2.3; a band gap per atom within 55), and so does the
+    largest of 40,000 values of a log-normal target with σ = 1.25 (90 % of its values spanning 1.8
+    orders of magnitude; at most 58 widths in 20 draws). A target with a heavier tail needs its
+    own ``bounds`` (``[null, null]``: open). The percentiles ignore the extreme values, so a few
+    wrong values (under 5 %) do not widen the range. When more than 90 % of the values are equal
+    (e.g. zeros), the central range is taken over the other values, extended to the common one.
+    Returns ``None`` (no default range) with fewer than 3 values, or fewer than 3 off the common
+    value."""
+    values = np.asarray(values, dtype=float)
+    if values.size < 3:
+        return None
+    low, high = central_range(values)
+    if high <= low:
+        common = float(np.median(values))
+        others = values[values != common]
+        if others.size < 3:
+            return None
+        others_low, others_high = central_range(others)
+        low, high = min(common, others_low), max(common, others_high)
+    width = DEFAULT_BOUNDS_WIDTHS * (high - low)
+    return low - width, high + width
+
+
+def outside_default_bounds(value: float, bounds: tuple[float, float], bounds_key: str) -> str | None:
+    """Why ``value`` is set aside by the default range of a target without bounds, or ``None``;
+    the reason names the range and ``bounds_key``, the config key that replaces it."""
+    low, high = bounds
+    if low <= value <= high:
+        return None
+    return (f"implausible target: {value:g} outside [{low:.6g}, {high:.6g}], the default range for a target without "
+            f"bounds (its values' 5th to 95th percentile, widened {DEFAULT_BOUNDS_WIDTHS}× its width each side); "
+            f"set {bounds_key} to replace it")  # fmt: skip
 
 
 def validate_entry(

@@ -14,9 +14,10 @@ from prdnet.data.shards import read_shards
 from prdnet.data.splits import SPLIT_NAMES, read_split
 from prdnet.guards import dummy_prediction
 from prdnet.metrics import primary_metric
+from prdnet.training.cost import cost_metrics
 from prdnet.training.evaluation import evaluate
 from prdnet.training.job import TrainingJob
-from prdnet.training.outputs import write_outputs
+from prdnet.training.outputs import data_digest, job_structures, write_outputs
 
 
 def dummy_fit(data: dict[str, list], kind: str) -> float:
@@ -62,5 +63,8 @@ def run_dummy(job: TrainingJob) -> dict[str, Any]:
         "n_train": len(data["train"]), "n_val": len(data["val"]), "n_test": len(data["test"]),
         "metric": metric, "unit": job.unit, "device": "cpu", "dummy_prediction": value,
     }  # fmt: skip
-    write_outputs(job, {"dummy_prediction": value}, history, predictions["test"], metrics)
+    # its one "epoch" is the fit: the whole job's time (prdnet.training.cost)
+    metrics.update(cost_metrics(torch.device("cpu"), 1, metrics["wall_time_s"], metrics["wall_time_s"], 1, 1, len(data["train"])))
+    digest = data_digest(job_structures(job, crystals), job.task, splits)
+    write_outputs(job, {"dummy_prediction": value}, history, predictions["test"], metrics, digest=digest)
     return metrics

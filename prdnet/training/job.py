@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from prdnet.guards import SanityThresholds
+from prdnet.live_tracking import LiveTracking
 from prdnet.training.recipe import TrainingConfig
 
 
@@ -28,3 +29,8 @@ class TrainingJob:
     """CGCNN's element table for presets with ``atom_input: cgcnn`` (None: the registry's default)."""
     sanity: SanityThresholds = SanityThresholds()
     """Thresholds of the guards (:mod:`prdnet.guards`)."""
+    structures: Path | None = None
+    """The prepared dataset's structures.parquet, whose structures the job's data digest covers
+    (None: the structures in the graph shards, in the recipe's cell)."""
+    live_tracking: LiveTracking | None = None
+    """Where process 0 logs every epoch while it trains (:mod:`prdnet.live_tracking`); None: nowhere."""

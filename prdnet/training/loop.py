@@ -27,14 +27,16 @@ from prdnet.data.splits import SPLIT_NAMES, read_split
 from prdnet.distributed import EpochBatchSampler, Process, launched_process
 from prdnet.guards import require_finite, sanity_flags
 from prdnet.io import file_digest, remove_orphan_temporaries
+from prdnet.live_tracking import start_live_run
 from prdnet.metrics import primary_metric
 from prdnet.models.registry import build_model, count_parameters
 from prdnet.preemption import RESUMABLE_EXIT_STATUS, StopRequest, TrainingInterrupted
+from prdnet.training.cost import cost_metrics
 from prdnet.training.dummy import dummy_fit, dummy_predictions
 from prdnet.training.evaluation import Standardizer, autocast, evaluate, predict
 from prdnet.training.job import TrainingJob
 from prdnet.training.optim import loss_function, make_optimizer, make_scheduler
-from prdnet.training.outputs import model_params, write_outputs
+from prdnet.training.outputs import data_digest, job_structures, model_params, write_history, write_outputs
 
 VALIDATION_DRAW_SEED = 0
 """Seed of the draw that carves a fraction of the whole training fold as validation
@@ -222,6 +224,7 @@ def _run_training(job: TrainingJob, process: Process, device: torch.device, stop
         name: select_data(crystals, graphs, job.task, ids, classification=classification)
         for name, ids in splits.items()
     }
+    digest = data_digest(job_structures(job, crystals), job.task, splits) if process.main else None
     sampler = EpochBatchSampler(len(data["train"]), config.batch_size, seed=config.seed, shuffle=True,
                                 rank=process.rank, world_size=process.world_size)  # fmt: skip
     loaders = {
@@ -316,6 +319,11 @@ def _run_training(job: TrainingJob, process: Process, device: torch.device, stop
                 + (" (training finished, testing)" if state.finished else "")
                 + f"; attempt {state.attempt}, earlier stops by a signal: {'; '.join(state.stops) or 'none'} (an attempt "
                    "killed or ended by an error leaves no record here: its log has the cause)")  # fmt: skip
+            if state.history:
+                write_history(job.out_dir, state.history)  # the epochs so far, whatever a restart removed
+    resumed = saved is not None
+    loop_seconds, epochs_here = 0.0, 0  # the cost of the epochs this process runs (prdnet.training.cost)
+    live = start_live_run(job.live_tracking, job.out_dir, job.labels, resumed) if process.main else None
     while not state.finished and state.epoch <= config.epochs:
         epoch = state.epoch
         epoch_start = time.perf_counter()
@@ -348,7 +356,9 @@ def _run_training(job: TrainingJob, process: Process, device: torch.device, stop
         state.epoch, state.partial = epoch + 1, EpochProgress()
         state.finished = stop_early or epoch == config.epochs
         seconds = time.perf_counter() - epoch_start
+        loop_seconds, epochs_here = loop_seconds + seconds, epochs_here + 1
         if process.main:
+            write_history(job.out_dir, state.history)  # rewritten after every epoch: progress readable while it runs
             log(f"epoch {epoch}/{config.epochs}  train_loss {train_loss:.5g}  train_{metric} {train_metric:.5g}  "
                 f"val_{metric} {val_value:.5g}  "
                 f"lr {learning_rate:.3g}  {seconds:.1f} s/epoch  "
@@ -357,6 +367,8 @@ def _run_training(job: TrainingJob, process: Process, device: torch.device, stop
                 log(f"early stop: no validation improvement for {config.patience} epochs "
                     f"(best epoch {state.best_epoch})")  # fmt: skip
         save(f"after epoch {epoch}")
+        if live is not None:
+            live.log_epoch(state.history[-1])
         if interrupted():
             leave(f"after epoch {epoch}")
     bar.close()
@@ -390,13 +402,15 @@ def _run_training(job: TrainingJob, process: Process, device: torch.device, stop
         "n_train": len(data["train"]), "n_val": len(data["val"]), "n_test": len(data["test"]),
         "metric": metric, "unit": job.unit, "device": str(device.type),
     }  # fmt: skip
+    metrics.update(cost_metrics(device, process.world_size, metrics["wall_time_s"], loop_seconds, epochs_here,
+                                len(history), len(data["train"])))  # fmt: skip
     checkpoint = {
         "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
         "target_mean": scaler.mean,
         "target_std": scaler.std,
     }
     if process.main:
-        write_outputs(job, checkpoint, history, test_predictions, metrics, max(num_classes, 2))
+        write_outputs(job, checkpoint, history, test_predictions, metrics, max(num_classes, 2), digest)
         path.unlink(missing_ok=True)  # the outputs are complete: the checkpoint is no longer needed
         remove_orphan_temporaries(path)  # and no half-written one a killed attempt left
     distributed.barrier(process)

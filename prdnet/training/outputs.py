@@ -4,6 +4,7 @@ and ``metrics.json`` (written last, the job's completion mark), each written ato
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import json
 import time
@@ -14,6 +15,8 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
+from prdnet.data.splits import SPLIT_NAMES
+from prdnet.data.tables import CrystalColumns
 from prdnet.guards import DUMMY_MODEL
 from prdnet.io import read_parquet_metadata, write_json, write_parquet, write_text, write_torch
 from prdnet.models.registry import atom_features_identity, resolve_spec
@@ -29,6 +32,36 @@ def history_csv(rows: list[dict[str, float]]) -> str:
     writer.writeheader()
     writer.writerows(rows)
     return buffer.getvalue()
+
+
+def data_digest(structures: CrystalColumns, task: str, parts: dict[str, list[str]]) -> str:
+    """SHA-256 (hex) of the data a job learns from and is tested on: for its train, validation and
+    test parts in turn, the part's ids in sorted order and, for each, its ``task`` target and its
+    structure (atomic numbers, fractional coordinates, lattice) as ``structures`` holds them.
+    Another dataset, task, fold or split gives another digest; the same data the same digest,
+    whatever the model or the order of the ids."""
+    position = {material_id: row for row, material_id in enumerate(structures.ids)}
+    digest = hashlib.sha256()
+    for name in SPLIT_NAMES:
+        ids = sorted(parts[name])
+        part = structures.take(np.array([position[i] for i in ids], dtype=np.int64))
+        digest.update(f"{name} {len(ids)}\n".encode() + "\n".join(ids).encode() + b"\n")
+        digest.update(part.targets[task].astype(np.float64).tobytes())
+        digest.update(part.atom_counts.astype(np.int64).tobytes() + part.atomic_numbers.astype(np.int64).tobytes())
+        digest.update(part.frac_coords.astype(np.float64).tobytes() + part.lattices.astype(np.float64).tobytes())
+    return digest.hexdigest()
+
+
+def job_structures(job: TrainingJob, shard_crystals: CrystalColumns) -> CrystalColumns:
+    """The structures a job's data digest covers: the prepared dataset's (``job.structures``, the
+    same cell for every model) or, without it, those of the graph shards it read."""
+    if job.structures is None:
+        return shard_crystals
+    import pyarrow.parquet as pq
+
+    from prdnet.data.tables import read_crystals
+
+    return read_crystals(pq.read_table(job.structures))
 
 
 def predictions_table(predictions: dict[str, np.ndarray]) -> pa.Table:
@@ -67,14 +100,35 @@ def protocol_params(job: TrainingJob) -> dict[str, str]:
     return {"protocol.name": protocol_name(job.model_spec), "protocol.deviations": json.dumps(deviations, sort_keys=True)}
 
 
-def write_outputs(job, checkpoint, history, test_predictions, metrics, num_classes: int = 2) -> None:
+def write_history(out_dir: Path, rows: list[dict[str, float]]) -> None:
+    """Write ``history.csv`` (one row per finished epoch) atomically: a reader never sees half a file."""
+    write_text(Path(out_dir) / "history.csv", history_csv(rows))
+
+
+def split_leakage(split_dir: str | Path) -> dict[str, Any]:
+    """``{"leakage": {"action": ..., "val": counts, "test": counts}}`` of this job's task and fold
+    (``splits/leakage.json`` two folders above its split lists, :mod:`prdnet.data.leakage`);
+    empty when the split step wrote none (splits made before the audit)."""
+    split_dir = Path(split_dir)
+    path = split_dir.parent.parent / "leakage.json"
+    if not path.exists():
+        return {}
+    audit = json.loads(path.read_text(encoding="utf-8"))
+    counts = audit.get("splits", {}).get(split_dir.parent.name, {}).get(split_dir.name)
+    return {"leakage": {"action": audit.get("action"), **counts}} if counts else {}
+
+
+def write_outputs(job, checkpoint, history, test_predictions, metrics, num_classes: int = 2,
+                  digest: str | None = None) -> None:  # fmt: skip
     """Write every output atomically; ``metrics.json`` last, as the job's completion mark.
-    ``num_classes`` is the model's output width for classification (run.json's ``build`` block)."""
+    ``num_classes`` is the model's output width for classification (run.json's ``build`` block);
+    ``digest`` the job's :func:`data_digest` (run.json's ``inputs.data_digest``, the MLflow
+    dataset's digest)."""
     out = job.out_dir
     out.mkdir(parents=True, exist_ok=True)
     write_torch(out / "model.pt", checkpoint)
     write_parquet(out / "predictions.parquet", predictions_table(test_predictions))
-    write_text(out / "history.csv", history_csv(history))
+    write_history(out, history)
     featurizer = read_parquet_metadata(job.shard_paths[0]).get("prdnet.featurizer", {})
     params = {
         **model_params(job),
@@ -87,7 +141,8 @@ def write_outputs(job, checkpoint, history, test_predictions, metrics, num_class
     tags = {**job.labels, "sanity_flags": ",".join(metrics["flags"]) or "none"}
     end_ms = int(time.time() * 1000)  # the job's real start and end, for MLflow's run duration
     times = {"start_time_ms": end_ms - int(metrics["wall_time_s"] * 1000), "end_time_ms": end_ms}
-    inputs = {"shard_set": job.shard_paths[0].parent.name, "split_dir": Path(job.split_dir).as_posix()}
+    inputs = {"shard_set": job.shard_paths[0].parent.name, "split_dir": Path(job.split_dir).as_posix(),
+              **({"data_digest": digest} if digest else {}), **split_leakage(job.split_dir)}  # fmt: skip
     # what `prdnet predict` needs to rebuild this model: its spec, the task kind and the output width
     build = {"model_spec": job.model_spec, "task": job.task, "task_kind": job.task_kind, "unit": job.unit,
              "num_classes": num_classes,

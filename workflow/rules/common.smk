@@ -225,6 +225,24 @@ def matbench_file(dataset, model, diffraction, ablation):
     return f"{RESULTS}/{dataset}/matbench/{model}/{diffraction}/{ablation}/results.json.gz"
 
 
+COMPARE_WITH = {name: d["compare_with"] for name, d in config["datasets"].items() if d.get("compare_with")}
+"""Out-of-distribution dataset → the random-split dataset of the same crystals (report: generalization table)."""
+
+
+def generalization_jobs():
+    """The training jobs of the out-of-distribution datasets and of the datasets they compare with."""
+    names = set(COMPARE_WITH) | set(COMPARE_WITH.values())
+    return [job for job in training_jobs() if job["dataset"] in names]
+
+
+AUDIT_DATA = next((d["path"] for d in config["datasets"].values()
+                   if d["source"] == "mp_2018_cgcnn36k" and os.path.exists(d["path"])), None)  # fmt: skip
+"""The embedded MP file the invariance audit draws its crystals from (no audit without one; a
+missing file is the start-up check's to report, so a dry run still plans)."""
+AUDIT_MODELS = sorted({spec["name"] for spec in config["models"].values()})
+"""The backbones of the configuration, audited at the small preset."""
+
+
 def all_outputs():
     outputs = []
     for dataset in DATASETS:
@@ -241,4 +259,8 @@ def all_outputs():
         outputs += [f"{run_dir(job)}/{name}" for name in JOB_FILES]
     if training_jobs():
         outputs.append(f"{RESULTS}/mlflow_import.json")
+    if generalization_jobs():
+        outputs.append(f"{RESULTS}/tables/generalization.md")
+    if AUDIT_DATA and AUDIT_MODELS:
+        outputs.append(f"{RESULTS}/audit.md")
     return outputs

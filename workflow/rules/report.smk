@@ -3,6 +3,8 @@ localrules:
     matbench_record,
     mlflow_import,
     html_report,
+    generalization,
+    invariance_audit,
 
 
 rule aggregate:
@@ -12,6 +14,8 @@ rule aggregate:
         metrics=lambda w: [f"{run_dir(job)}/metrics.json" for job in training_jobs(w.dataset)],
         runs=lambda w: [f"{run_dir(job)}/run.json" for job in training_jobs(w.dataset)],
         published=present(config.get("published_scores")),
+        splits=rules.split.output.summary,
+        leakage=rules.split.output.leakage,
     output:
         markdown=f"{RESULTS}/tables/{{dataset}}.md",
         csv=f"{RESULTS}/tables/{{dataset}}.csv",
@@ -25,7 +29,42 @@ rule aggregate:
         f"{RESULTS}/logs/aggregate/{{dataset}}.log",
     shell:
         "prdnet aggregate --dataset {wildcards.dataset} --metrics {input.metrics} {params.published} "
+        "--splits-summary {input.splits} --out-prefix {params.prefix} > {log} 2>&1"
+
+
+rule generalization:
+    """In distribution vs out of distribution (prdnet.generalization): each variant's error on the
+    datasets with `compare_with` divided by its error on the random split they name."""
+    input:
+        metrics=[f"{run_dir(job)}/{name}" for job in generalization_jobs() for name in ("metrics.json", "predictions.parquet")],
+    output:
+        markdown=f"{RESULTS}/tables/generalization.md",
+        csv=f"{RESULTS}/tables/generalization.csv",
+    params:
+        metrics=lambda w: [f"{run_dir(job)}/metrics.json" for job in generalization_jobs()],
+        compare_with=as_json(COMPARE_WITH),
+        prefix=f"{RESULTS}/tables/generalization",
+    log:
+        f"{RESULTS}/logs/generalization.log",
+    shell:
+        "prdnet generalization --metrics {params.metrics} --compare-with {params.compare_with} "
         "--out-prefix {params.prefix} > {log} 2>&1"
+
+
+rule invariance_audit:
+    """The invariance audit (prdnet.audit) of the configuration's backbones at the cheap `small` preset,
+    on crystals of the embedded MP file: the report's audit section."""
+    input:
+        data=lambda w: AUDIT_DATA,
+    output:
+        f"{RESULTS}/audit.md",
+    params:
+        models=" ".join(AUDIT_MODELS),
+    log:
+        f"{RESULTS}/logs/invariance_audit.log",
+    shell:
+        "python -m prdnet.audit --preset small --models {params.models} --data {input.data} --skip-absent-ids "
+        "> {output} 2> {log}"
 
 
 rule matbench_record:
@@ -82,6 +121,8 @@ rule html_report:
         metrics=[f"{run_dir(job)}/metrics.json" for job in training_jobs()],
         predictions=[f"{run_dir(job)}/predictions.parquet" for job in training_jobs()],
         tables=[f"{RESULTS}/tables/{dataset}.md" for dataset in DATASETS if training_jobs(dataset)],
+        audit=[f"{RESULTS}/audit.md"] if AUDIT_DATA and AUDIT_MODELS else [],
+        generalization=[f"{RESULTS}/tables/generalization.md"] if generalization_jobs() else [],
     output:
         f"{RESULTS}/report.html",
     params:

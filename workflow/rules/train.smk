@@ -16,6 +16,31 @@ def train_launcher(wildcards):
     return f"{slot} torchrun --standalone --nproc-per-node {gpus} -m prdnet.cli train"
 
 
+class NotARerunTrigger:
+    """A rule parameter whose changes re-run no job: Snakemake records only plain values (strings,
+    numbers, containers) as a job's parameters, not other objects, and the shell command gets its
+    str(). For where a job reports, never for what it computes."""
+
+    def __init__(self, text):
+        self.text = text
+
+    def __str__(self):
+        return self.text
+
+
+def live_tracking(wildcards):
+    """`--live-tracking {...}` when the MLflow store is a tracking server (the job then logs every
+    epoch to its run, prdnet/live_tracking.py); nothing for a SQLite store (the import is its only
+    writer). Not a rerun trigger: moving the runs to a server re-trains nothing."""
+    mlflow = config["mlflow"]
+    from_env = bool(mlflow.get("use_env_tracking_uri"))
+    uri = mlflow.get("tracking_uri") or ""
+    if not from_env and not uri.lower().startswith(("http://", "https://")):
+        return NotARerunTrigger("")
+    block = {"experiment": mlflow["experiment"], "results_dir": RESULTS, "tracking_uri": None if from_env else uri}
+    return NotARerunTrigger(f"--live-tracking {as_json(block)}")
+
+
 rule train:
     """Train one model variant on one task, fold and seed; test once on the best-validation weights.
 
@@ -26,6 +51,7 @@ rule train:
         shards=lambda w: shard_files(w.dataset, job_recipe(w.dataset, w.model)),
         splits=f"{RESULTS}/{{dataset}}/splits/summary.json",
         summary=f"{RESULTS}/{{dataset}}/summary.json",
+        structures=f"{RESULTS}/{{dataset}}/structures.parquet",
         atom_features=present(config["atom_features"]),
     output:
         metrics=f"{RESULTS}/{RUN}/metrics.json",
@@ -43,6 +69,7 @@ rule train:
         split_dir=lambda w: f"{RESULTS}/{w.dataset}/splits/{w.task}/{w.fold}",
         out_dir=lambda w: f"{RESULTS}/" + RUN.format(**dict(w.items())),
         launch=train_launcher,
+        live_tracking=live_tracking,
     threads: config["resources"]["train"]["threads"]
     resources:
         mem_mb=config["resources"]["train"]["mem_mb"],
@@ -57,5 +84,5 @@ rule train:
         "OMP_NUM_THREADS={threads} MKL_NUM_THREADS={threads} {params.launch} --shards {input.shards} "
         "--split-dir {params.split_dir} --dataset-summary {input.summary} --task {wildcards.task} "
         "--model-spec {params.model_spec} --training {params.training} --atom-features {params.atom_features} "
-        "--sanity {params.sanity} --labels {params.labels} "
+        "--sanity {params.sanity} --labels {params.labels} --structures {input.structures} {params.live_tracking} "
         "--out-dir {params.out_dir} > {log} 2>&1"

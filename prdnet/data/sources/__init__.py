@@ -31,6 +31,10 @@ class Task:
     bounds_key: str = ""
     """The config key the bounds come from (a user's ``targets.<task>.bounds``), named in a reject's
     reason; empty for a source's own default range."""
+    bounds_from_values: bool = False
+    """No bounds were given (a user's target without ``bounds``): ``prepare`` derives a default range
+    from the task's values (:func:`prdnet.data.validate.default_bounds`) and sets aside the targets
+    outside it, naming ``bounds_key``. ``validation.target_bounds`` for the task turns it off."""
 
 
 @dataclass

@@ -15,7 +15,9 @@ Sources (config ``datasets.<name>.source``):
   ``structure`` column of pymatgen dicts), gzipped or not, under any name.
 
 Each target is named in the ``targets`` block: ``task: {column, kind, unit, bounds, per_atom}``
-(``kind`` regression or classification; ``bounds`` the plausible [low, high]; ``per_atom: true``
+(``kind`` regression or classification; ``bounds`` the plausible [low, high], ``null`` = open: a
+regression target without ``bounds`` gets a default range from its values,
+:func:`prdnet.data.validate.default_bounds`, and ``[null, null]`` turns that off; ``per_atom: true``
 divides the value by the number of sites). A row that cannot be read (no id, a structure that
 does not parse, a missing file) becomes an entry with a parse error, i.e. a reject with its
 reason. With ``split: {kind: fold_column, column, n_folds}`` the fold column gives each row's
@@ -56,8 +58,10 @@ def tasks_from_config(options: dict[str, Any]) -> dict[str, Task]:
     tasks = {}
     for name, spec in options["targets"].items():
         bounds = tuple(spec.get("bounds") or (None, None))
-        tasks[name] = Task(name, spec.get("kind", "regression"), spec.get("unit", ""), f"column {spec['column']}", bounds,
-                           bounds_key=f"targets.{name}.bounds" if spec.get("bounds") else "")
+        kind = spec.get("kind", "regression")
+        tasks[name] = Task(name, kind, spec.get("unit", ""), f"column {spec['column']}", bounds,
+                           bounds_key=f"targets.{name}.bounds",
+                           bounds_from_values=kind == "regression" and not spec.get("bounds"))  # fmt: skip
     return tasks
 
 
