@@ -14,6 +14,8 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 
+from prdnet.data.leakage import LEAKAGE_ACTIONS
+
 
 def _json(text: str) -> dict:
     return json.loads(text)
@@ -289,7 +291,7 @@ def build_parser() -> argparse.ArgumentParser:
     command.add_argument("--official-folds", required=True)
     command.add_argument("--split", type=_json, required=True, help="the dataset's split block (JSON)")
     command.add_argument("--groups", required=True, help="the dataset's crystal_groups.parquet")
-    command.add_argument("--leakage", choices=("report", "drop", "group"), default="report",
+    command.add_argument("--leakage", choices=LEAKAGE_ACTIONS, default="report",
                          help="what to do with val/test crystals that duplicate training ones")
     command.add_argument("--out-dir", required=True)
     command.set_defaults(run=split)

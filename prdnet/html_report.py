@@ -22,7 +22,7 @@ from scipy import stats
 
 from prdnet.io import write_text
 from prdnet.plots import METRIC_NAMES, bar_chart_png, error_cost_png, generalization_png, job_plots
-from prdnet.report import _scale, collect_runs, load_published, paired_comparisons
+from prdnet.report import _scale, collect_runs, load_published, paired_comparisons, shortened, split_audit
 
 STYLE = """
 body { font-family: system-ui, sans-serif; margin: 2em; max-width: 1400px; color: #222; }
@@ -166,27 +166,21 @@ def rejects_section(dataset_dir: Path) -> str:
 
 
 def leakage_section(dataset_dir: Path) -> str:
-    """Split sizes and, per part, the crystals sharing a duplicate, a formula or a prototype with training."""
-    path = dataset_dir / "splits" / "leakage.json"
-    summary_path = dataset_dir / "splits" / "summary.json"
-    if not path.exists() or not summary_path.exists():
+    """Split sizes and, per part, the crystals sharing a duplicate, a formula or a prototype with
+    training (:func:`prdnet.report.split_audit`)."""
+    audit = split_audit(dataset_dir / "splits")
+    if not audit:
         return "<p>no split summary found</p>"
-    audit, summary = json.loads(path.read_text()), json.loads(summary_path.read_text())
     rows = []
-    for task, folds in audit["splits"].items():
-        for fold, parts in folds.items():
-            sizes = summary.get(task, {}).get(fold, {})
-            held = sizes.get("cluster", "")
-            cells = [task, fold, sizes.get("train", ""), sizes.get("val", ""), sizes.get("test", "")]
-            for part in ("val", "test"):
-                counts = parts[part]
-                cells.append(f"{counts['duplicate']} / {counts['polymorph']} / {counts['prototype']}")
-            cells.append(held if len(held) < 120 else held[:117] + "...")
-            rows.append("<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in cells) + "</tr>")
+    for row in audit:
+        cells = [row["task"], row["fold"], row["train"], row["val"], row["test"]]
+        cells += [f"{c['duplicate']} / {c['polymorph']} / {c['prototype']}" for c in row["shared"].values()]
+        cells.append(shortened(row["cluster"], 120))
+        rows.append("<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in cells) + "</tr>")
     header = ("<tr><th>task</th><th>fold</th><th>train</th><th>val</th><th>test</th><th>val sharing with train: duplicate / "
               "polymorph / prototype</th><th>test sharing with train: duplicate / polymorph / prototype</th>"
               "<th>held out</th></tr>")  # fmt: skip
-    return (f"<p>leakage action: <code>{html.escape(audit['action'])}</code> (splits/leakage.json; pairs in "
+    return (f"<p>leakage action: <code>{html.escape(audit[0]['action'])}</code> (splits/leakage.json; pairs in "
             f"splits/leakage_pairs.csv)</p><table><thead>{header}</thead><tbody>{''.join(rows)}</tbody></table>")
 
 

@@ -343,24 +343,39 @@ RATIO_NOTE = ("ratio = our mean / the published value, for the published score t
               "keys; elsewhere the quotient is shown in brackets, as a comparison of numbers made in different ways.")
 
 
-def split_notes(splits_dir: Path | None) -> list[str]:
-    """One note per task and fold: the split's sizes, what it held out (out-of-distribution kinds)
-    and how many val/test crystals share a duplicate, a formula or a prototype with training
-    (``splits/summary.json``, ``splits/leakage.json``); none when the files are not there."""
+def split_audit(splits_dir: Path | None) -> list[dict[str, Any]]:
+    """One row per task and fold of a dataset's splits: ``task``, ``fold``, the sizes (``train``,
+    ``val``, ``test``), the held-out ``cluster`` of out-of-distribution kinds ("" otherwise), the
+    leakage ``action`` and, for ``val`` and ``test``, the leakage audit's counts (``splits/summary.json``,
+    ``splits/leakage.json``); none when the files are not there."""
     if splits_dir is None or not (splits_dir / "summary.json").exists() or not (splits_dir / "leakage.json").exists():
         return []
     summary = json.loads((splits_dir / "summary.json").read_text())
     audit = json.loads((splits_dir / "leakage.json").read_text())
-    notes = []
+    rows = []
     for task, folds in audit["splits"].items():
         for fold, parts in folds.items():
             sizes = summary.get(task, {}).get(fold, {})
-            held = sizes.get("cluster")
-            shared = "; ".join(f"{part} {parts[part]['duplicate']} duplicate / {parts[part]['polymorph']} polymorph / "
-                               f"{parts[part]['prototype']} prototype" for part in ("val", "test"))  # fmt: skip
-            notes.append(f"split {task} {fold}: train {sizes.get('train')}, val {sizes.get('val')}, test {sizes.get('test')}"
-                         + (f" (held out: {held if len(held) <= 80 else held[:77] + '...'})" if held else "")
-                         + f"; crystals sharing with training ({audit['action']}): {shared}.")  # fmt: skip
+            rows.append({"task": task, "fold": fold, **{name: sizes.get(name) for name in ("train", "val", "test")},
+                         "cluster": sizes.get("cluster", ""), "action": audit["action"],
+                         "shared": {part: parts[part] for part in ("val", "test")}})  # fmt: skip
+    return rows
+
+
+def shortened(text: str, length: int) -> str:
+    return text if len(text) <= length else text[: length - 3] + "..."
+
+
+def split_notes(splits_dir: Path | None) -> list[str]:
+    """One note per task and fold (:func:`split_audit`): the split's sizes, what it held out and
+    how many val/test crystals share a duplicate, a formula or a prototype with training."""
+    notes = []
+    for row in split_audit(splits_dir):
+        shared = "; ".join(f"{part} {c['duplicate']} duplicate / {c['polymorph']} polymorph / {c['prototype']} prototype"
+                           for part, c in row["shared"].items())  # fmt: skip
+        notes.append(f"split {row['task']} {row['fold']}: train {row['train']}, val {row['val']}, test {row['test']}"
+                     + (f" (held out: {shortened(row['cluster'], 80)})" if row["cluster"] else "")
+                     + f"; crystals sharing with training ({row['action']}): {shared}.")  # fmt: skip
     return notes
 
 

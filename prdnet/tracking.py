@@ -294,6 +294,8 @@ def dataset_input(info: dict[str, Any], metrics: dict[str, Any]) -> Any:
     and the same for ``val``: crystals sharing a structure, a formula or a prototype with training)."""
     from mlflow.entities import Dataset, DatasetInput, InputTag
 
+    from prdnet.data.leakage import LEAKAGE_KINDS
+
     tags = info["tags"]
     inputs = info.get("inputs", {})
     shard_set = inputs.get("shard_set", "unknown")
@@ -302,7 +304,7 @@ def dataset_input(info: dict[str, Any], metrics: dict[str, Any]) -> Any:
                "shard_set": shard_set, "data_digest": digest,
                **{k: metrics[k] for k in ("n_train", "n_val", "n_test") if k in metrics},
                **{f"{part}_sharing_{kind}": counts[kind] for part, counts in inputs.get("leakage", {}).items()
-                  if isinstance(counts, dict) for kind in ("duplicate", "polymorph", "prototype")}}  # fmt: skip
+                  if isinstance(counts, dict) for kind in LEAKAGE_KINDS}}  # fmt: skip
     source = {"shard_set": shard_set, "split_dir": inputs.get("split_dir")}
     dataset = Dataset(
         name="/".join(str(tags.get(k, "")) for k in ("dataset", "task", "fold")),

@@ -47,8 +47,6 @@ SPLIT_NAMES = ("train", "val", "test")
 TEST_FOLD_KINDS = ("matbench", "fold_column", "id_lists")
 OOD_KINDS = ("leave_cluster_out", "target_range")
 """Out-of-distribution split kinds: the workflow makes their folds from the group table or the target."""
-CLUSTER_KEYS = ("chemical_system", "element", "crystal_system", "spacegroup", "prototype")
-"""What ``leave_cluster_out`` may cluster by (``element``: a crystal belongs to each of its elements)."""
 GROUPABLE_KINDS = ("random", *OOD_KINDS)
 """Split kinds whose parts ``leakage: group`` can make over duplicate clusters."""
 """Split kinds whose test folds come from the source (MatBench's official folds, a fold column
